@@ -1,0 +1,107 @@
+"""Building blocks shared by several model families. Nothing family-specific lives here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+LayerFn = Callable[..., nn.Module]
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
+                   round_limit: float = 0.9) -> int:
+    """Round a channel count to a multiple of `divisor`, never below `round_limit` of `value`.
+
+    MobileNet v2 / EfficientNet width scaling (their papers' reference code rounds this way).
+    """
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvNormAct(nn.Sequential):
+    """conv -> norm -> activation, as an indexed Sequential (0, 1, 2) so that state_dict keys
+    match torchvision's `Conv2dNormActivation`. Padding keeps 'same' size at stride 1."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1, dilation: int = 1, padding: int | None = None,
+                 norm_layer: LayerFn | None = nn.BatchNorm2d,
+                 act_layer: LayerFn | None = nn.ReLU, bias: bool | None = None):
+        if padding is None:
+            padding = (kernel_size - 1) // 2 * dilation
+        if bias is None:
+            bias = norm_layer is None  # a following BN's shift makes a conv bias redundant
+        layers: list[nn.Module] = [nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding,
+                                             dilation=dilation, groups=groups, bias=bias)]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_chs))
+        if act_layer is not None:
+            layers.append(_make_act(act_layer))
+        super().__init__(*layers)
+        self.out_channels = out_chs
+
+
+def _make_act(act_layer: LayerFn) -> nn.Module:
+    try:
+        return act_layer(inplace=True)
+    except TypeError:
+        return act_layer()
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al., 2018): channel gates from globally pooled features.
+    Attribute names follow torchvision's `SqueezeExcitation` (fc1, fc2)."""
+
+    def __init__(self, channels: int, squeeze_channels: int, act_layer: LayerFn = nn.ReLU,
+                 gate_layer: LayerFn = nn.Sigmoid):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.activation = _make_act(act_layer)
+        self.scale_activation = gate_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return x * scale
+
+
+def init_he(module: nn.Module, zero_bias: bool = True) -> None:
+    """He et al. 2015 ("Delving deep into rectifiers"): normal, fan_out, for ReLU nets.
+    BatchNorm starts as identity (weight 1, bias 0); linear layers N(0, 0.01) as in AlexNet/VGG."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None and zero_bias:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def init_xavier(module: nn.Module) -> None:
+    """Glorot & Bengio 2010: uniform, fan-average; the choice for tanh networks (LeNet-5)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def init_trunc_normal_linear(module: nn.Module, std: float | None = None) -> None:
+    """Uniform(-1/sqrt(out), 1/sqrt(out)) for the classifier, as EfficientNet/MobileNet use."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            bound = std if std is not None else 1.0 / math.sqrt(m.out_features)
+            nn.init.uniform_(m.weight, -bound, bound)
+            nn.init.zeros_(m.bias)
