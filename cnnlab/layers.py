@@ -105,3 +105,34 @@ def init_trunc_normal_linear(module: nn.Module, std: float | None = None) -> Non
             bound = std if std is not None else 1.0 / math.sqrt(m.out_features)
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
+
+
+def stochastic_depth(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Stochastic depth (Huang et al., 2016), per sample: zero a residual branch's output for a
+    whole sample with probability `p` and scale survivors by 1/(1-p), so the expectation is
+    unchanged. Identity at evaluation. Apply to the branch, then add the shortcut."""
+    if not training or p == 0.0:
+        return x
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop probability must be in [0, 1], got {p}")
+    keep = 1.0 - p
+    # one Bernoulli draw per sample, broadcast over (C, H, W): N x 1 x 1 x 1
+    mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
+    mask.bernoulli_(keep)
+    if keep > 0.0:
+        mask.div_(keep)
+    return x * mask
+
+
+class StochasticDepth(nn.Module):
+    """Module form of `stochastic_depth` (no parameters, so it adds no state_dict keys)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return stochastic_depth(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,1 +1,150 @@
-"""Placeholder: filled in by the zoo work."""
+"""AlexNet (Krizhevsky, Sutskever & Hinton, "ImageNet classification with deep convolutional
+neural networks", NeurIPS 2012).
+
+Two rows of one table:
+- `alexnet`: torchvision's single-tower layout (64-192-384-256-256, no LRN, adaptive 6x6 pooling);
+  state_dict keys and shapes equal torchvision's, so its weights load unchanged. 61,100,840 params.
+- `alexnet_2012`: the paper's network, its two GPU towers written as grouped convolutions
+  (groups=2 where a layer only reads the maps of its own GPU: conv2, conv4, conv5), LRN after
+  conv1 and conv2, overlapping 3x3/2 max-pooling, 227 x 227 input. 60,965,224 params (the paper
+  says "60 million"):
+      conv1  96 @ 55x55  11x11/4              34,944
+      conv2 256 @ 27x27  5x5, groups 2       307,456
+      conv3 384 @ 13x13  3x3 (reads both)    885,120
+      conv4 384 @ 13x13  3x3, groups 2       663,936
+      conv5 256 @ 13x13  3x3, groups 2       442,624   -> pool -> 256 x 6 x 6
+      fc6 4096 / fc7 4096 / fc8 1000      58,631,144
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from cnnlab.layers import init_he
+from cnnlab.models.base import ZooModel
+from cnnlab.models.registry import ModelCard, register_model
+
+
+class _Conv(NamedTuple):
+    out: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    lrn: bool = False  # local response normalisation after the ReLU
+    pool: bool = False  # 3x3/2 overlapping max-pool after it
+    bias_one: bool = False  # paper init: bias 1 "to provide the ReLUs with positive inputs"
+
+
+# torchvision's single tower (its weights' layout)
+TV_CONVS = (
+    _Conv(64, 11, 4, 2, pool=True), _Conv(192, 5, 1, 2, pool=True),
+    _Conv(384, 3, 1, 1), _Conv(256, 3, 1, 1), _Conv(256, 3, 1, 1, pool=True),
+)
+# the paper's two towers: groups=2 where a layer reads only its own GPU's maps
+PAPER_CONVS = (
+    _Conv(96, 11, 4, 0, lrn=True, pool=True),
+    _Conv(256, 5, 1, 2, groups=2, lrn=True, pool=True, bias_one=True),
+    _Conv(384, 3, 1, 1),  # the one conv that reads both towers
+    _Conv(384, 3, 1, 1, groups=2, bias_one=True),
+    _Conv(256, 3, 1, 1, groups=2, pool=True, bias_one=True),
+)
+
+
+def paper_lrn() -> nn.Module:
+    """LRN with the paper's k=2, n=5, alpha=1e-4, beta=0.75.
+
+    The paper divides by (k + alpha * sum a^2)^beta; PyTorch's LocalResponseNorm divides by
+    (k + alpha / n * sum a^2)^beta, so the paper's alpha is passed as alpha * n."""
+    return nn.LocalResponseNorm(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+
+
+class AlexNet(ZooModel):
+    """features (convs) -> avgpool (adaptive 6x6) -> classifier (three linear layers).
+
+    `forward_features` gives the last conv block's map (N x 256 x 6 x 6 at the design size,
+    `num_features` = 256); `forward_head(x, pre_logits=True)` gives fc7's 4096 activations.
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3,
+                 convs: tuple[_Conv, ...] = TV_CONVS, hidden: int = 4096, dropout: float = 0.5,
+                 dropout_before_fc: bool = True, paper_init: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for c in convs:
+            layers += [nn.Conv2d(c_in, c.out, c.kernel, c.stride, c.padding, groups=c.groups),
+                       nn.ReLU(inplace=True)]
+            if c.lrn:
+                layers.append(paper_lrn())
+            if c.pool:
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+            c_in = c.out
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        flat = c_in * 6 * 6
+        if dropout_before_fc:
+            # torchvision's order (its weights' indices): Dropout, Linear, ReLU, Dropout, ...
+            head = [nn.Dropout(dropout), nn.Linear(flat, hidden), nn.ReLU(inplace=True),
+                    nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True)]
+        else:
+            # the paper's (and its Caffe model's) order: dropout on fc6's and fc7's outputs
+            head = [nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                    nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.classifier = nn.Sequential(*head, nn.Linear(hidden, num_classes))
+        self.num_features = c_in
+        self.hidden = hidden
+        self._init_weights(convs, paper_init)
+
+    def _init_weights(self, convs: tuple[_Conv, ...], paper_init: bool) -> None:
+        if not paper_init:
+            # He et al. 2015 for the convs, N(0, 0.01) for the linear layers: trains the
+            # normalisation-free single tower from scratch without the paper's bias trick
+            init_he(self)
+            return
+        # Paper, section 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden
+        # fully-connected layers, 0 elsewhere.
+        conv_layers = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        ones = [c.bias_one for c in convs] + [True] * (len(linears) - 1) + [False]
+        for m, one in zip(conv_layers + linears, ones, strict=True):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.constant_(m.bias, 1.0 if one else 0.0)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier[-1] = nn.Linear(self.hidden, num_classes)
+
+
+_PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet classification with deep convolutional " \
+         "neural networks, NeurIPS 2012"
+
+_VARIANTS: dict[str, dict] = {
+    "alexnet": dict(
+        args=dict(convs=TV_CONVS, dropout_before_fc=True, paper_init=False),
+        input_size=(3, 224, 224), min_size=63, params=61_100_840, torchvision=True,
+    ),
+    "alexnet_2012": dict(
+        args=dict(convs=PAPER_CONVS, dropout_before_fc=False, paper_init=True),
+        input_size=(3, 227, 227), min_size=67, params=60_965_224, torchvision=False,
+    ),
+}
+
+for _name, _v in _VARIANTS.items():
+    register_model(_name, partial(AlexNet, **_v["args"]), ModelCard(
+        name=_name, family="alexnet", paper=_PAPER, year=2012, input_size=_v["input_size"],
+        min_size=_v["min_size"], key_idea="ReLU, dropout, GPUs, data augmentation",
+        num_classes=1000, params=_v["params"],
+        paper_result="ILSVRC-2012 top-5 error 15.3% (ensemble, test)",
+        torchvision_compatible=_v["torchvision"],
+    ))

@@ -1,1 +1,128 @@
-"""Placeholder: filled in by the zoo work."""
+"""VGG (Simonyan & Zisserman, "Very deep convolutional networks for large-scale image
+recognition", ICLR 2015).
+
+The paper's configurations are rows of one table (its Table 1): an int is a 3x3 conv with that
+many channels (padding 1), `(c, 1)` a 1x1 conv (configuration C), "M" a 2x2/2 max-pool. Every
+row is registered plain; the rows torchvision publishes also with BatchNorm after each conv
+(`_bn`, not in the paper, which predates BatchNorm). Layout and key names follow torchvision
+(features / avgpool AdaptiveAvgPool2d(7) / classifier), so its weights load unchanged;
+configuration C (`vgg16_c`, 133,638,952 params; the paper's Table 2
+rounds to 134M) is the paper's, absent from torchvision.
+
+Why stacks of 3x3: two 3x3 convs see a 5x5 field with 2*9*C^2 weights instead of 25*C^2
+(C=128: 294,912 vs 409,600), and add a non-linearity in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from cnnlab.layers import init_he
+from cnnlab.models.base import ZooModel
+from cnnlab.models.registry import ModelCard, register_model
+
+Cfg = tuple[int | tuple[int, int] | str, ...]
+
+# paper Table 1 (columns A, B, C, D, E)
+_CFGS: dict[str, Cfg] = {
+    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg16_c": (64, 64, "M", 128, 128, "M", 256, 256, (256, 1), "M",
+                512, 512, (512, 1), "M", 512, 512, (512, 1), "M"),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"),
+}
+
+# (plain, _bn) counts at 1000 classes: torchvision's for its rows; C is computed (D minus 3 kernels
+# shrunk from 3x3 to 1x1 = 138,357,544 - 8 * (256^2 + 2 * 512^2) = 133,638,952) and, like the
+# paper, has no BatchNorm twin (None)
+_PARAMS = {
+    "vgg11": (132_863_336, 132_868_840), "vgg13": (133_047_848, 133_053_736),
+    "vgg16": (138_357_544, 138_365_992), "vgg19": (143_667_240, 143_678_248),
+    "vgg16_c": (133_638_952, None),
+}
+_TOP5 = {  # paper Table 3/4, single scale, error top-1 / top-5
+    "vgg11": "ImageNet top-1/top-5 error 29.6/10.4% (single scale, A)",
+    "vgg13": "ImageNet top-1/top-5 error 28.7/9.9% (single scale, B)",
+    "vgg16_c": "ImageNet top-1/top-5 error 27.3/8.8% (single scale, C, jittered training)",
+    "vgg16": "ImageNet top-1/top-5 error 25.6/8.1% (single scale, D, jittered training)",
+    "vgg19": "ImageNet top-1/top-5 error 25.5/8.0% (single scale, E, jittered training)",
+}
+
+
+def make_features(cfg: Cfg, in_chans: int,
+                  norm_layer: Callable[[int], nn.Module] | None) -> tuple[nn.Sequential, int]:
+    """One Sequential of conv [norm] ReLU ... M, indexed as torchvision indexes it."""
+    layers: list[nn.Module] = []
+    c_in = in_chans
+    for item in cfg:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        c_out, k = item if isinstance(item, tuple) else (item, 3)
+        layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2))
+        if norm_layer is not None:
+            layers.append(norm_layer(c_out))
+        layers.append(nn.ReLU(inplace=True))
+        c_in = c_out
+    return nn.Sequential(*layers), c_in
+
+
+class VGG(ZooModel):
+    """features -> avgpool (adaptive 7x7) -> classifier (4096-4096-num_classes, dropout 0.5).
+
+    `forward_features` gives the pool5 map (N x 512 x 7 x 7 at 224, `num_features` = 512);
+    `forward_head(x, pre_logits=True)` gives fc7's 4096 activations.
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, cfg: Cfg = _CFGS["vgg16"],
+                 norm_layer: Callable[[int], nn.Module] | None = None, dropout: float = 0.5):
+        super().__init__()
+        self.features, self.num_features = make_features(cfg, in_chans, norm_layer)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(self.num_features * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, num_classes),
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The paper trained A from N(0, 0.01) and initialised deeper nets from A's weights, then
+        # noted Glorot init works without pre-training; He normal (fan_out) for the convs and
+        # N(0, 0.01) for the linear layers trains every row from scratch.
+        init_he(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier[-1] = nn.Linear(4096, num_classes)
+
+
+_PAPER = "Simonyan & Zisserman, Very deep convolutional networks for large-scale image " \
+         "recognition, ICLR 2015"
+
+for _name, _cfg in _CFGS.items():
+    for _norm, _suffix in ((None, ""), (nn.BatchNorm2d, "_bn")):
+        if _PARAMS[_name][_norm is not None] is None:  # no BatchNorm twin of this row
+            continue
+        register_model(_name + _suffix, partial(VGG, cfg=_cfg, norm_layer=_norm), ModelCard(
+            name=_name + _suffix, family="vgg", paper=_PAPER, year=2014,
+            input_size=(3, 224, 224),
+            min_size=32,  # five 2x2 pools: 32 -> 1; 31 shrinks to nothing
+            key_idea="stacked 3x3 convs (two 3x3 = one 5x5 receptive field, fewer parameters)",
+            num_classes=1000, params=_PARAMS[_name][_norm is not None],
+            paper_result=_TOP5[_name] if not _suffix else None,
+            torchvision_compatible=_name != "vgg16_c",
+        ))

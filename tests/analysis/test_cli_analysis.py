@@ -1,0 +1,60 @@
+"""`cnnlab summary` and `cnnlab compare`."""
+
+import json
+
+import pytest
+
+import cnnlab
+from cnnlab.cli import main
+
+
+@pytest.fixture
+def zoo():
+    def need(*names):
+        missing = [n for n in names if n not in cnnlab.list_models()]
+        if missing:
+            pytest.skip(f"not in the zoo yet: {missing}")
+    return need
+
+
+def test_summary_table(zoo, capsys):
+    zoo("resnet20")
+    assert main(["summary", "resnet20", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "layer3 (Sequential)" in out and "81x81" in out
+    assert "params 269,722 | MACs 40,551,040 (0.041 G) | depth 20" in out
+
+
+def test_summary_json_and_csv(zoo, capsys):
+    zoo("alexnet")
+    assert main(["summary", "alexnet", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["schema"] == "cnnlab.summary/1" and d["totals"]["macs"] == 714_188_480
+    assert d["totals"]["receptive_field"] == [195, 195]
+    assert d["totals"]["min_input_size"] == [3, 63, 63]
+    assert [r["name"] for r in d["layers"]][:3] == ["features.0", "features.1", "features.2"]
+    assert main(["summary", "alexnet", "--csv", "--input", "3,227,227"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("name,type,call,output_shape")
+    assert lines[1] == "features.0,Conv2d,1,1x64x56x56,23296,0,72855552,11x11,4x4"  # 64*56*56*363
+
+
+def test_summary_too_small_exits_2(zoo, capsys):
+    zoo("alexnet")
+    assert main(["summary", "alexnet", "--input", "3,32,32"]) == 2
+    err = capsys.readouterr().err
+    assert "too small for alexnet" in err and "3x63x63" in err and len(err.splitlines()) == 1
+
+
+def test_compare_with_plot(zoo, capsys, tmp_path):
+    zoo("resnet20", "nin")
+    png = tmp_path / "cmp.png"
+    assert main(["compare", "resnet20", "nin", "--plot", str(png), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == ["resnet20", "nin"]
+    assert rows[0]["params"] == 269_722 and rows[0]["depth"] == 20
+    assert rows[0]["receptive_field"] == [81, 81]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main(["compare", "resnet20", "nin"]) == 0
+    out = capsys.readouterr().out
+    assert "CIFAR-10 error 8.75%" in out.splitlines()[3]

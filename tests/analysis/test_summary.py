@@ -1,0 +1,264 @@
+"""summarize(): hand-computed layers, the reference GMACs, too-small inputs, output formats."""
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import cnnlab
+from cnnlab.analysis import summarize
+from cnnlab.errors import InputTooSmallError, UsageError
+
+
+def _zoo(name: str) -> str:
+    if name not in cnnlab.list_models():
+        pytest.skip(f"{name} is not in the zoo yet")
+    return name
+
+
+def _row(summary, name, call=1):
+    return next(r for r in summary.rows if r.name == name and r.call == call)
+
+
+class Tiny(nn.Module):
+    """conv 3->8 3x3 'same' | depthwise 3x3/2 | pointwise 8->16 | maxpool 2 | linear 256->10."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+        self.pw = nn.Conv2d(8, 16, 1, bias=False)
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.act(self.conv(x))
+        x = self.act(self.pw(self.dw(x)))  # the same ReLU object runs twice
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def test_hand_computed_layers():
+    s = summarize(Tiny(), (3, 16, 16))
+    expected = {  # name: (output shape, params, MACs, RF, jump)
+        "conv": ((1, 8, 16, 16), 8 * 27 + 8, 16 * 16 * 8 * 27, 3, 1),
+        "dw": ((1, 8, 8, 8), 8 * 9, 8 * 8 * 8 * 9, 5, 2),  # C_in / groups = 1 per output
+        "pw": ((1, 16, 8, 8), 8 * 16, 8 * 8 * 16 * 8, 5, 2),
+        "pool": ((1, 16, 4, 4), 0, 0, 7, 4),  # 5 + (2 - 1) * 2
+        "fc": ((1, 10), 256 * 10 + 10, 2560, 7 + 3 * 4, None),  # sees the whole 4x4 map
+    }
+    for name, (shape, params, macs, rf, jump) in expected.items():
+        row = _row(s, name)
+        assert row.output_shape == shape, name
+        assert (row.params, row.macs) == (params, macs), name
+        assert row.receptive_field == (rf, rf), name
+        assert row.jump == (None if jump is None else (jump, jump)), name
+    assert [r.name for r in s.rows] == ["conv", "act", "dw", "pw", "act", "pool", "fc"]
+    assert _row(s, "act", call=2).call == 2 and _row(s, "act", call=2).receptive_field == (5, 5)
+    t = s.totals
+    assert t.params == sum(p.numel() for p in Tiny().parameters()) == 224 + 72 + 128 + 2570
+    assert t.macs == 55_296 + 4_608 + 8_192 + 2_560
+    assert (t.depth, t.weight_layers) == (4, 4)
+    assert t.receptive_field == (7, 7) and t.jump == (4, 4)  # last map before the flatten
+    assert t.output_shape == (1, 10)
+
+
+def test_frozen_and_shared_parameters():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.head = nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.conv(self.conv(x)))  # one weight, used twice
+
+    model = Shared()
+    model.head.requires_grad_(False)
+    s = summarize(model, (4, 8, 8))
+    first, second = _row(s, "conv", 1), _row(s, "conv", 2)
+    assert first.params == 4 * 4 * 9 + 4 and second.params == 0  # counted once
+    assert first.macs == second.macs == 8 * 8 * 4 * 4 * 9  # but computed twice
+    assert _row(s, "head").params_frozen == 10 and s.totals.params_frozen == 10
+    assert s.totals.params_trainable == 148
+    assert s.totals.receptive_field == (5, 5) and s.totals.depth == 3
+
+
+def test_module_on_cpu_is_left_alone():
+    model = Tiny().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    summarize(model, (3, 16, 16))
+    assert model.training and next(model.parameters()).device.type == "cpu"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_macs_agree_with_flop_counter_mode():
+    # An independent count: PyTorch's FlopCounterMode on real CPU tensors (FLOPs = 2 MACs).
+    for model, size in [(Tiny(), (3, 16, 16)), (cnnlab.create_model(_zoo("resnet20")),
+                                                 (3, 32, 32))]:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model.eval()(torch.zeros(1, *size))
+        assert summarize(model, size).totals.macs == counter.get_total_flops() // 2
+
+
+def test_residual_inception_dense_fields():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(2, 2, 3, padding=1)
+            self.b = nn.Conv2d(2, 2, 5, padding=2)
+            self.c = nn.Conv2d(2, 2, 3, padding=1)
+            self.e = nn.Conv2d(4, 2, 3, padding=1)
+            self.d = nn.Conv2d(6, 2, 3, padding=1)
+
+        def forward(self, x):
+            x = x + self.a(x)  # residual: max(1, 3) = 3
+            y = torch.cat([self.b(x), self.c(x)], 1)  # inception: max(3 + 4, 3 + 2) = 7
+            y = torch.cat([y, self.e(y)], 1)  # dense: max(7, 7 + 2) = 9
+            return self.d(y)  # 9 + 2 = 11
+
+    s = summarize(Mixed(), (2, 20, 20))
+    assert _row(s, "b").receptive_field == (7, 7)
+    assert _row(s, "e").receptive_field == (9, 9)
+    assert s.totals.receptive_field == (11, 11) and s.totals.depth == 4
+
+
+def test_offset_branches_merge_exactly():
+    class Offset(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 3, padding=1)  # unit i sees i-1 .. i+1
+            self.b = nn.Conv2d(1, 1, 3)  # after padding right/bottom: unit i sees i .. i+2
+
+        def forward(self, x):
+            return self.a(x) + self.b(F.pad(x, (0, 2, 0, 2)))
+
+    s = summarize(Offset(), (1, 10, 10))
+    assert s.totals.receptive_field == (4, 4)  # the union i-1 .. i+2, not max(3, 3)
+    assert s.fields[0].bounds(0) == (-1, 2)
+
+
+# ---- the reference numbers (architectures.md) ------------------------------------------------
+
+REFERENCE_GMACS = [
+    ("resnet18", None, 1.814), ("resnet34", None, 3.664), ("resnet50", None, 4.089),
+    ("resnet101", None, 7.801), ("resnet152", None, 11.514), ("vgg11", None, 7.609),
+    ("vgg13", None, 11.308), ("vgg16", None, 15.470), ("vgg19", None, 19.632),
+    ("alexnet", None, 0.714), ("googlenet", None, 1.498), ("mobilenet_v2", None, 0.301),
+    ("efficientnet_b0", None, 0.386),
+    ("resnet20", (3, 32, 32), 0.0406), ("resnet56", (3, 32, 32), 0.1255),
+]
+
+
+@pytest.mark.parametrize("name, size, gmacs", REFERENCE_GMACS, ids=[r[0] for r in REFERENCE_GMACS])
+def test_reference_gmacs(name, size, gmacs):
+    s = summarize(_zoo(name), size)
+    # the table gives 3-4 significant digits: within 0.1% (resnet20 / 56: 0.1M of 40.6M, 125.5M)
+    tol = 0.05e-3 / gmacs if name in ("resnet20", "resnet56") else 1e-3
+    assert s.totals.macs / 1e9 == pytest.approx(gmacs, rel=tol)
+    card = cnnlab.model_card(name)
+    if card.params is not None:
+        assert s.totals.params == card.params
+
+
+def test_resnet50_v1_stride_on_the_1x1():
+    name = _zoo("resnet50")
+    try:
+        s = summarize(name, stride_in_1x1=True)
+    except TypeError:
+        pytest.skip("the resnet family has no stride_in_1x1 option")
+    assert s.totals.macs / 1e9 == pytest.approx(3.858, rel=1e-3)
+
+
+@pytest.mark.parametrize("name, rf, depth", [
+    ("alexnet", 195, 8), ("vgg16", 212, 16), ("resnet50", 427, 50), ("googlenet", 379, 22),
+    ("densenet121", 2071, 121), ("resnet20", 81, 20)])
+def test_final_fields_and_depth(name, rf, depth):
+    s = summarize(_zoo(name))
+    assert s.totals.receptive_field == (rf, rf) and s.totals.depth == depth
+
+
+def test_googlenet_aux_heads_are_unused_in_eval():
+    s = summarize(_zoo("googlenet"))
+    if s.totals.params_unused == 0:
+        pytest.skip("this googlenet has no auxiliary heads by default")
+    assert s.totals.params - s.totals.params_unused == 6_624_904
+
+
+# ---- inputs that do not fit -------------------------------------------------------------------
+
+def test_too_small_names_the_layer_and_the_smallest_size():
+    with pytest.raises(InputTooSmallError) as err:
+        summarize(_zoo("alexnet"), (3, 16, 16))
+    msg = str(err.value)
+    assert "input 3x16x16 is too small for alexnet" in msg
+    assert "features.5 (MaxPool2d) output would be 0x0" in msg
+    assert msg.endswith("the smallest input that works is 3x63x63")
+    assert summarize("alexnet", (3, 63, 63)).totals.output_shape == (1, 1000)
+
+
+def test_too_small_for_a_plain_module():
+    net = nn.Sequential(nn.Conv2d(1, 4, 5), nn.MaxPool2d(2), nn.Conv2d(4, 4, 5))
+    assert summarize(net, (1, 14, 14)).totals.min_input_size == (1, 14, 14)
+    with pytest.raises(InputTooSmallError, match=r"layer 2 \(Conv2d\) output would be 0x0; "
+                                                 r"the smallest input that works is 1x14x14"):
+        summarize(net, (1, 13, 13))
+    assert summarize(net, (1, 64, 20)).totals.min_input_size == (1, 14, 14)
+
+
+def test_wrong_input_is_a_usage_error():
+    with pytest.raises(UsageError, match="does not fit"):
+        summarize(nn.Sequential(nn.Conv2d(3, 4, 3)), (1, 8, 8))
+    with pytest.raises(UsageError, match="input_size"):
+        summarize(nn.Conv2d(3, 4, 3))
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "densenet121", "resnet20",
+                                  "nin", "lenet5", "mobilenet_v2"])
+def test_min_input_matches_the_card(name):
+    card = cnnlab.model_card(_zoo(name))
+    s = summarize(name)
+    assert s.totals.min_input_size == (card.input_size[0], card.min_size, card.min_size)
+
+
+def test_other_channel_count_builds_with_in_chans():
+    s = summarize(_zoo("resnet18"), (1, 64, 64))
+    assert _row(s, "conv1").params == 7 * 7 * 1 * 64
+
+
+# ---- formats ----------------------------------------------------------------------------------
+
+def test_json_schema_and_csv():
+    s = summarize(Tiny(), (3, 16, 16))
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d["schema"] == "cnnlab.summary/1" and d["model"] == "Tiny"
+    assert d["input_size"] == [3, 16, 16]
+    assert set(d["totals"]) == {"params", "params_trainable", "params_frozen", "params_unused",
+                                "macs", "depth", "weight_layers", "receptive_field", "jump",
+                                "output_shape", "min_input_size"}
+    assert d["layers"][0] == {"name": "conv", "type": "Conv2d", "call": 1,
+                              "output_shape": [1, 8, 16, 16], "params": 224,
+                              "params_trainable": 224, "params_frozen": 0, "macs": 55_296,
+                              "receptive_field": [3, 3], "jump": [1, 1]}
+    assert d["unknown_ops"] == []
+    rows = list(csv.DictReader(io.StringIO(s.to_csv())))
+    assert len(rows) == len(s.rows) and rows[2]["receptive_field"] == "5x5"
+    assert rows[-1]["jump"] == "" or rows[-1]["jump"] == "-"
+
+
+def test_fold_keeps_the_totals():
+    s = summarize(_zoo("resnet20"))
+    for depth in (1, 2):
+        rows = s.fold(depth)
+        assert sum(r.params for r in rows) == s.totals.params
+        assert sum(r.macs for r in rows) == s.totals.macs
+    layer3 = next(r for r in s.fold(1) if r.name == "layer3")
+    assert layer3.output_shape == (1, 64, 8, 8) and layer3.receptive_field == (81, 81)
+    text = s.render(1)
+    assert "layer3" in text and "min input 3x1x1" in text and "MACs 40,551,040" in text

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+from PIL import Image
+from train_helpers import synthetic
+
+from cnnlab.cli import main
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A tiny image-folder dataset: train/<class>/*.png and test/<class>/*.png."""
+    root = tmp_path / "bars"
+    for split, n, seed in (("train", 128, 0), ("test", 32, 1)):
+        ds = synthetic(n, seed, split)
+        for i, (img, label) in enumerate(zip(ds.images, ds.labels, strict=True)):
+            d = root / split / f"c{int(label)}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[0].numpy()).save(d / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["train", "resnet21", "--dataset", "mnist"], "unknown model 'resnet21'; did you mean"),
+    (["train", "lenet5", "--dataset", "mnits"], "mnist"),
+    (["train", "lenet5"], "--dataset is required"),
+    (["train", "lenet5", "--dataset", "mnist", "--config", "nope.yaml"], "config file not found"),
+    (["train", "lenet5", "--dataset", "mnist", "--lr", "-1"], "lr must be positive"),
+    (["train", "lenet5", "--dataset", "mnist", "--resume", "--out", "nothing"], "nothing to resume"),
+    (["eval", "no/such/run", "--dataset", "mnist"], "no such run folder or checkpoint"),
+    (["predict", "no/such/run", "x.png"], "no such run folder or checkpoint"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, monkeypatch, capsys, argv, reason):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert reason in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()  # nothing half-made
+
+
+def test_bad_flag_value_is_argparse_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "lenet5", "--dataset", "mnist", "--epochs", "many"])
+    assert info.value.code == 2 and "--epochs" in capsys.readouterr().err
+
+
+def test_train_eval_predict_on_an_image_folder(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lenet5_modern", "--dataset", str(folder), "--out", str(out),
+                 "--epochs", "4", "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.003",
+                 "--threads", "1",
+                 "--progress", "plain"]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 2/2" in text and f"run folder:  {out}" in text and "best.safetensors" in text
+    assert main(["eval", str(out), "--json"]) == 0  # dataset: the one it trained on
+    ev = json.loads(capsys.readouterr().out)
+    final = json.loads((out / "final.json").read_text())
+    assert ev["top1"] == pytest.approx(final["best_test_top1"]) and ev["images"] == 32
+    img = next((folder / "test" / "c1").glob("*.png"))
+    rgb = tmp_path / "big.jpg"
+    Image.open(img).convert("RGB").resize((57, 41)).save(rgb)  # other size and mode
+    assert main(["predict", str(out / "checkpoints" / "last.safetensors"), str(img), str(rgb),
+                 "--topk", "2", "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert [p["image"] for p in pred] == [str(img), str(rgb)]
+    assert all(len(p["top"]) == 2 for p in pred)
+    assert pred[0]["top"][0]["class"] == "c1"
+    assert main(["predict", str(out), str(tmp_path / "missing.png")]) == 2
