@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnlab.analysis.trace import _CACHED, Tracer, cached
+from cnnlab.analysis.trace import Tracer, cached
 
 aten = torch.ops.aten
 FAILURES = (RuntimeError, ValueError, IndexError)  # what a pass that does not fit raises
@@ -22,9 +22,7 @@ class FastMeta(TorchDispatchMode):
     """A plain meta pass with the cache above (used to check that an input size fits)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        return (cached(func, args, kwargs) if func._overloadpacket in _CACHED
-                else func(*args, **kwargs))
+        return cached(func, args, kwargs or {})
 
 
 _RANDOM = {aten.uniform_, aten.normal_, aten.fill_, aten.zero_, aten.copy_, aten.random_,

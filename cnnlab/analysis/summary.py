@@ -79,6 +79,7 @@ class Summary:
     unknown_ops: list[dict] = field(default_factory=list)  # {"module", "op", "count"}
     # exact fields of the last feature map (totals.receptive_field), with each unit's centre
     fields: tuple[ReceptiveField, ...] | None = None
+    notes: list[str] = field(default_factory=list)  # facts a reader of the table needs
     _types: dict[str, str] = field(default_factory=dict, repr=False)  # path -> class name
     _outputs: dict[str, LayerRow] = field(default_factory=dict, repr=False)  # container calls
 
@@ -117,7 +118,8 @@ class Summary:
          "layers": [{"name": str, "type": str, "call": int, "output_shape": [...] | null,
                      "params", "params_trainable", "params_frozen", "macs": int,
                      "receptive_field": [H, W] | null, "jump": [H, W] | null}, ...],
-         "unknown_ops": [{"module": str, "op": str, "count": int}, ...]}
+         "unknown_ops": [{"module": str, "op": str, "count": int}, ...],
+         "notes": [str, ...]}
 
         Shapes are for a batch of 1; MACs count conv and linear multiply-adds only; receptive
         fields and jumps are in input pixels (a jump may be fractional after adaptive pooling).
@@ -131,7 +133,8 @@ class Summary:
                    "jump": _list(r.jump)} for r in self.fold(depth)]
         return {"schema": SCHEMA, "model": self.model, "input_size": list(self.input_size),
                 "totals": {k: _list(v) if isinstance(v, tuple) else v for k, v in totals.items()},
-                "layers": layers, "unknown_ops": list(self.unknown_ops)}
+                "layers": layers, "unknown_ops": list(self.unknown_ops),
+                "notes": list(self.notes)}
 
     def to_csv(self, depth: int | None = None) -> str:
         """One row per layer: name,type,call,output_shape,params_trainable,params_frozen,macs,
@@ -156,7 +159,8 @@ class Summary:
                  self.totals_line()]
         if self.unknown_ops:
             ops = ", ".join(f"{u['op']} in {u['module']}" for u in self.unknown_ops[:5])
-            lines.append(f"receptive fields assume these ops keep positions: {ops}")
+            lines.append(f"receptive fields are not exact after ops cnnlab does not model: {ops}")
+        lines += self.notes
         return "\n".join(lines)
 
     def totals_line(self) -> str:
@@ -273,8 +277,8 @@ def _explain(module: nn.Module, label: str, size: tuple[int, ...], err: Exceptio
         where += f" output would be {_x(err.out_shape)}" if isinstance(err, TooSmall) else ""
     mode = " in training" if batch > 1 else ""
     tracer = None
-    probes = [(size[0], *p[1:]) for p in probes if p[1:] > size[1:]]
-    probes += [(size[0], *(n << k for n in size[1:])) for k in range(1, 9)]
+    probes = [(size[0], *p[1:]) for p in probes if p[1:] != size[1:]]
+    probes += [(size[0], *(n << k for n in size[1:])) for k in range(1, 5)]
     for probe in probes:  # find a size that works (the card's, else doubling), ask the graph
         try:
             tracer = meta.trace(module, probe, batch)
@@ -286,15 +290,16 @@ def _explain(module: nn.Module, label: str, size: tuple[int, ...], err: Exceptio
         if any(n < m for n, m in zip(size[1:], least[1:], strict=True)):
             return InputTooSmallError(f"input {_x(size)} is too small for {label}{mode}{where}; "
                                       f"the smallest input that works is {_x(least)}")
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return UsageError(f"input {_x(size)} does not fit {label}{mode}{where}: {reason}")
+    reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else \
+        type(err).__name__
+    works = f"; it works at {_x(probe)}" if tracer is not None else ""
+    return UsageError(f"input {_x(size)} does not fit {label}{mode}{where}: {reason}{works}")
 
 
 def _build(module: nn.Module, label: str, size, tracer: Tracer, min_size) -> Summary:
     seen: set[int] = set()
     counts: dict[str, int] = {}
     rows, outputs, types = [], {}, {}
-    final = None
     for call in tracer.calls:
         counts[call.name] = counts.get(call.name, 0) + 1
         types.setdefault(call.name, type(call.module).__name__)
@@ -313,13 +318,12 @@ def _build(module: nn.Module, label: str, size, tracer: Tracer, min_size) -> Sum
         macs = call.macs if leaf else call.own_macs
         rows.append(LayerRow(call.name, types[call.name], counts[call.name], call.output_shape,
                              trainable, frozen, macs, rf, jump))
-        if _local(call.output):
-            final = call.output
     result = [t for t in torch.utils._pytree.tree_leaves(tracer.result)
               if isinstance(t, torch.Tensor)]
     out_info = tracer.info(result[0]) if result else None
-    if _local(out_info):
-        final = out_info
+    # the final feature map: the output itself when it is a map, else what global pooling (or
+    # a flatten) consumed last - not the last leaf, which may be one Inception branch
+    final = out_info if _local(out_info) else tracer.pooled if _local(tracer.pooled) else None
     params = {id(p): p for p in module.parameters()}
     rf, jump = _fields(final)
     totals = Totals(
@@ -333,8 +337,14 @@ def _build(module: nn.Module, label: str, size, tracer: Tracer, min_size) -> Sum
         output_shape=tuple(result[0].shape) if result else None,
         min_input_size=tuple(min_size))
     unknown = [{"module": m, "op": op, "count": n} for (m, op), n in tracer.unknown.items()]
+    # a map (not pooled) whose units all see one field: a gate pooled over the map reached it
+    gated = next((c.name for c in sorted(tracer.calls, key=lambda c: c.end)
+                  if c.output and c.output.axes and all(
+        ax.dim is not None and not ax.whole and ax.rf.jump == 0 for ax in c.output.axes)), None)
+    notes = [f"from {gated} on, every unit sees the whole input: a global gate (such as "
+             f"squeeze-excitation) mixes all positions"] if gated else []
     return Summary(label, tuple(size), rows, totals, unknown,
-                   tuple(ax.rf for ax in final.axes) if final else None, types, outputs)
+                   tuple(ax.rf for ax in final.axes) if final else None, notes, types, outputs)
 
 
 def _local(info: Info | None) -> bool:

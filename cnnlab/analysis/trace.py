@@ -64,12 +64,18 @@ class Call:
     own_macs: int = 0  # multiply-adds of ops run directly by this module
     output_shape: tuple[int, ...] | None = None
     output: Info | None = None
+    end: int = -1  # order in which calls finished
 
 
 class TooSmall(Exception):  # noqa: N818  (internal signal, translated by summary.py)
     def __init__(self, call: Call | None, out_shape: tuple[int, ...]):
         super().__init__(call.name if call else "", out_shape)
         self.call, self.out_shape = call, out_shape
+
+
+def _local(ax: Axis) -> bool:
+    """Units along this axis see a window of the input (not the whole map)."""
+    return ax.dim is not None and not ax.whole
 
 
 def _bind(func, args, kwargs) -> dict:
@@ -111,12 +117,16 @@ _SAME_PLACE = {aten.native_batch_norm, aten._native_batch_norm_legit,
                aten.split, aten.split_with_sizes, aten.unbind, aten.chunk}
 
 
-# Ops whose meta kernels are Python (batch norm: a decomposition into ~10 elementwise ops) and
-# whose outputs are fresh tensors whose form depends only on the arguments' forms: run each form
-# once and copy the result's shape/stride/dtype (resnet1202 repeats one block 600 times).
-_CACHED = _CONV | _POOL | {aten.native_batch_norm, aten._native_batch_norm_legit,
-                           aten._native_batch_norm_legit_no_training}
+# Meta kernels written in Python (batch norm is a decomposition into ~10 elementwise ops; add
+# and relu go through reference implementations) cost ~0.1-1 ms per call. An output's form
+# (shape, stride, dtype) depends only on the arguments' forms, so each form runs once; later
+# calls get fresh empty tensors of the remembered form (resnet1202 repeats one block 600 times).
+# In-place pointwise ops return their first argument unchanged in form.
+_BATCH_NORM = {aten.native_batch_norm, aten._native_batch_norm_legit,
+               aten._native_batch_norm_legit_no_training}
+_KERNELS = _CONV | _POOL | _BATCH_NORM | {aten.cat}
 _FORMS: dict = {}
+_CACHEABLE: dict = {}  # OpOverload -> (cacheable, in place)
 
 
 def _form(v):
@@ -127,18 +137,56 @@ def _form(v):
     return v
 
 
+def _tensors(args, kwargs):
+    """Tensor arguments, one level into lists (torch.cat); no pytree walk per op."""
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from (t for t in v if isinstance(t, torch.Tensor))
+
+
 def cached(func, args, kwargs):
-    if any(isinstance(t, torch.Tensor) and t.device.type != "meta" for t in args):
+    """func(*args, **kwargs) on meta tensors, by form where that is safe."""
+    kind = _CACHEABLE.get(func)
+    if kind is None:
+        schema = func._schema
+        inplace = bool(schema.arguments and schema.arguments[0].alias_info is not None
+                       and schema.arguments[0].alias_info.is_write)
+        pointwise = torch.Tag.pointwise in func.tags and len(schema.returns) == 1
+        safe = inplace or not schema.is_mutable  # no out= variants: they return `out` itself
+        kind = _CACHEABLE[func] = ((func._overloadpacket in _KERNELS or pointwise) and safe,
+                                   inplace)
+    if not kind[0] or any(t.device.type != "meta" for t in _tensors(args, kwargs)):
         return func(*args, **kwargs)
-    key = (func, _form(args), _form(tuple(sorted(kwargs.items()))))
+    bn = func._overloadpacket in _BATCH_NORM  # form: (input-like, (C,) stats, (C,) stats)
+    key = (func, args[0].dtype, args[0].dim()) if bn else \
+        (func, _form(args), _form(tuple(sorted(kwargs.items()))))
+    if bn and key in _FORMS:
+        x, (_, forms) = args[0], _FORMS[key]
+        return (torch.empty_like(x), *(torch.empty(x.shape[1], dtype=dtype, device="meta")
+                                       for _, _, dtype in forms[1:]))
     if key not in _FORMS:
-        out = func(*args, **kwargs)
+        out = func(*args, **kwargs)  # runs (and validates) once per form
         single = isinstance(out, torch.Tensor)
         _FORMS[key] = single, [(t.shape, t.stride(), t.dtype) for t in ([out] if single else out)]
+        return out
+    if kind[1]:
+        return args[0]
     single, forms = _FORMS[key]
     outs = [torch.empty_strided(shape, stride, dtype=dtype, device="meta")
             for shape, stride, dtype in forms]
     return outs[0] if single else tuple(outs)
+
+
+def _flops(packet, args, kwargs, out) -> int:
+    formula = flop_registry[packet]
+    raw = getattr(formula, "__wrapped__", None)  # the shape formula inside shape_wrapper
+    if raw is None or kwargs or any(isinstance(a, (list, tuple)) and a and
+                                    isinstance(a[0], torch.Tensor) for a in args):
+        return formula(*args, **kwargs, out_val=out)
+    shapes = [a.shape if isinstance(a, torch.Tensor) else a for a in args]
+    return raw(*shapes, out_shape=out.shape if isinstance(out, torch.Tensor) else None)
 
 
 class Tracer(TorchDispatchMode):
@@ -154,6 +202,8 @@ class Tracer(TorchDispatchMode):
         self.macs = 0
         self.weight_layers = 0
         self.result = None  # the model's output, set by the caller
+        self._ended = 0
+        self.pooled: Info | None = None  # the last map whose units saw a window, before pooling
         spatial = range(2, x.dim())
         self.input_axes = len(spatial)
         self.tensors[id(x)] = (x, Info(tuple(Axis(d, ReceptiveField()) for d in spatial), 0, 0))
@@ -161,7 +211,7 @@ class Tracer(TorchDispatchMode):
         self._names = {id(m): name for name, m in model.named_modules()}
         self._handles = [
             register_module_forward_pre_hook(self._enter),
-            register_module_forward_hook(self._leave, always_call=True),
+            register_module_forward_hook(self._leave),  # not on errors: the stack says where
         ]
 
     def remove_hooks(self) -> None:
@@ -180,6 +230,7 @@ class Tracer(TorchDispatchMode):
         if id(module) not in self._names:
             return
         call = self.stack.pop()
+        call.end, self._ended = self._ended, self._ended + 1
         tensors = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
         if tensors:
             call.output_shape = tuple(tensors[0].shape)
@@ -190,6 +241,9 @@ class Tracer(TorchDispatchMode):
         return entry[1] if entry else None
 
     def _set(self, t: torch.Tensor, axes, depth: int, edges: list[tuple[Info, int, Rule]]):
+        for src, a, _ in edges:  # a local map pooled or flattened: the final feature map so far
+            if _local(src.axes[a]) and not _local(axes[a]):
+                self.pooled = src
         self.edges.append([(src.node, a, rule) for src, a, rule in edges])
         self.tensors[id(t)] = (t, Info(tuple(axes), depth, len(self.edges) - 1))
 
@@ -205,12 +259,12 @@ class Tracer(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         packet = func._overloadpacket
-        inputs = [(t, i) for t in tree_leaves((args, kwargs)) if (i := self.info(t)) is not None]
+        inputs = [(t, i) for t in _tensors(args, kwargs) if (i := self.info(t)) is not None]
         if inputs and (packet in _CONV or packet in _POOL):
             self._check_size(func, packet, args, kwargs)
-        out = cached(func, args, kwargs) if packet in _CACHED else func(*args, **kwargs)
+        out = cached(func, args, kwargs)
         if packet in flop_registry:  # PyTorch's own formulas: FLOPs = 2 x MACs
-            macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2
+            macs = _flops(packet, args, kwargs, out) // 2
             self.macs += macs
             for call in self.stack:
                 call.macs += macs

@@ -80,6 +80,8 @@ def predict(checkpoint: str | Path, images, *, topk: int = 5, device: str = "aut
 
     if topk < 1:
         raise UsageError(f"topk must be at least 1, got {topk}")
+    if isinstance(images, str | Path | torch.Tensor):  # one image, not a sequence of them
+        images = [images]
     ck, model, dev = _load(checkpoint, device)
     trained = ck.state["dataset"]
     classes = list(trained["classes"])

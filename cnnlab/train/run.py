@@ -228,6 +228,13 @@ def prepare_run(model_or_name, dataset, *, config=None, use_recipe=True, resume=
     dataset_label = dataset if isinstance(dataset, str) else dataset[0].name
     cfg, recipe = resolve_config(model_label, str(dataset_label), config=config,
                                  use_recipe=use_recipe and is_name, **overrides)
+    if is_name:  # fail on a bad name or size before any data is read
+        from cnnlab.models import model_card
+
+        card = model_card(cfg.model)
+        if cfg.image_size and cfg.image_size < card.min_size:
+            raise UsageError(f"image_size {cfg.image_size} is below {cfg.model}'s minimum "
+                             f"input of {card.min_size}x{card.min_size}")
     resume_from = None
     if resume:
         cfg, resume_from = _resume_config(cfg, overrides)

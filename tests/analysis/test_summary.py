@@ -178,10 +178,18 @@ def test_resnet50_v1_stride_on_the_1x1():
 
 @pytest.mark.parametrize("name, rf, depth", [
     ("alexnet", 195, 8), ("vgg16", 212, 16), ("resnet50", 427, 50), ("googlenet", 379, 22),
+    ("googlenet_2014", 715, 22),  # paper 5x5 branches: 379 + 2 * (2*8 + 5*2*16 + 2*2*32)
     ("densenet121", 2071, 121), ("resnet20", 81, 20)])
 def test_final_fields_and_depth(name, rf, depth):
     s = summarize(_zoo(name))
     assert s.totals.receptive_field == (rf, rf) and s.totals.depth == depth
+
+
+def test_squeeze_excitation_note():
+    s = summarize(_zoo("efficientnet_b0"))
+    assert len(s.notes) == 1 and "every unit sees the whole input" in s.notes[0]
+    assert s.totals.jump == (32, 32)  # the map still steps 32 pixels per unit
+    assert summarize(_zoo("mobilenet_v2")).notes == []  # no gates: local fields throughout
 
 
 def test_googlenet_aux_heads_are_unused_in_eval():
@@ -219,12 +227,27 @@ def test_wrong_input_is_a_usage_error():
         summarize(nn.Conv2d(3, 4, 3))
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "densenet121", "resnet20",
-                                  "nin", "lenet5", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "googlenet_2014", "densenet121",
+                                  "resnet20", "nin", "lenet5", "mobilenet_v2"])
 def test_min_input_matches_the_card(name):
     card = cnnlab.model_card(_zoo(name))
     s = summarize(name)
     assert s.totals.min_input_size == (card.input_size[0], card.min_size, card.min_size)
+
+
+def test_training_only_branches_need_a_larger_input():
+    # The paper's auxiliary heads (avg-pool 5x5/3 on the 4a and 4d maps) run only in train():
+    # 64x64 is fine for inference but not for training; the totals say what works for both.
+    name = _zoo("googlenet_2014")
+    s = summarize(name, (3, 64, 64))
+    assert s.totals.params_unused > 0
+    assert s.totals.min_input_size == (3, 79, 79)
+    with pytest.raises(InputTooSmallError, match=r"too small for googlenet_2014 in training: "
+                                                 r"layer aux1\.\S+ \(AvgPool2d\) output would "
+                                                 r"be 0x0; the smallest input that works is "
+                                                 r"3x79x79"):
+        summarize(name, (3, 64, 64), train=True)
+    assert summarize(name, (3, 79, 79), train=True).totals.params_unused == 0
 
 
 def test_other_channel_count_builds_with_in_chans():
@@ -262,3 +285,20 @@ def test_fold_keeps_the_totals():
     assert layer3.output_shape == (1, 64, 8, 8) and layer3.receptive_field == (81, 81)
     text = s.render(1)
     assert "layer3" in text and "min input 3x1x1" in text and "MACs 40,551,040" in text
+
+
+def test_unknown_ops_are_reported_not_ignored():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3))
+    s = summarize(net, (1, 12, 12))
+    assert s.unknown_ops == [{"module": "1", "op": "aten.upsample_nearest2d", "count": 1}]
+    assert "not exact after ops cnnlab does not model" in s.render()
+    assert s.totals.macs == 10 * 10 * 2 * 9 + 18 * 18 * 2 * 18  # MACs are still counted
+
+
+def test_one_dimensional_inputs():
+    net = nn.Sequential(nn.Conv1d(2, 4, 5, stride=2), nn.MaxPool1d(2), nn.Flatten(),
+                        nn.Linear(44, 3))
+    s = summarize(net, (2, 50))
+    assert _row(s, "1").receptive_field == (7,) and _row(s, "1").jump == (4,)
+    assert s.totals.min_input_size == (2, 47)  # the Linear needs 11 positions: 47..50 work
+    assert s.totals.macs == 4 * 23 * 2 * 5 + 44 * 3

@@ -83,7 +83,7 @@ def test_safe_load_refuses_pickled_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "weights.pt"
     with open(bad, "wb") as fh:
-        pickle.dump({"w": _Evil()}, fh)
+        pickle.dump({"w": _Evil()}, fh, protocol=2)
     with pytest.raises(UsageError, match="refusing"):
         ck.load_weights(bad)
     assert not (tmp_path / "pwned").exists()

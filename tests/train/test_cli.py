@@ -26,7 +26,8 @@ def folder(tmp_path):
     (["train", "lenet5"], "--dataset is required"),
     (["train", "lenet5", "--dataset", "mnist", "--config", "nope.yaml"], "config file not found"),
     (["train", "lenet5", "--dataset", "mnist", "--lr", "-1"], "lr must be positive"),
-    (["train", "lenet5", "--dataset", "mnist", "--resume", "--out", "nothing"], "nothing to resume"),
+    (["train", "lenet5", "--dataset", "mnist", "--resume", "--out", "none"], "nothing to resume"),
+    (["train", "lenet5", "--dataset", "mnist", "--image-size", "28"], "below lenet5's minimum"),
     (["eval", "no/such/run", "--dataset", "mnist"], "no such run folder or checkpoint"),
     (["predict", "no/such/run", "x.png"], "no such run folder or checkpoint"),
 ])
@@ -51,7 +52,7 @@ def test_train_eval_predict_on_an_image_folder(folder, tmp_path, capsys):
                  "--threads", "1",
                  "--progress", "plain"]) == 0
     text = capsys.readouterr().out
-    assert "epoch 2/2" in text and f"run folder:  {out}" in text and "best.safetensors" in text
+    assert "epoch 4/4" in text and f"run folder:  {out}" in text and "best.safetensors" in text
     assert main(["eval", str(out), "--json"]) == 0  # dataset: the one it trained on
     ev = json.loads(capsys.readouterr().out)
     final = json.loads((out / "final.json").read_text())

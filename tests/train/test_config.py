@@ -4,8 +4,14 @@ import pytest
 import yaml
 
 from cnnlab.errors import UsageError
-from cnnlab.train.config import (TrainConfig, add_config_flags, flags_to_overrides,
-                                 list_recipes, recipe_path, resolve_config)
+from cnnlab.train.config import (
+    TrainConfig,
+    add_config_flags,
+    flags_to_overrides,
+    list_recipes,
+    recipe_path,
+    resolve_config,
+)
 
 
 def test_precedence_defaults_recipe_flags(tmp_path):
@@ -65,3 +71,12 @@ def test_flags_come_from_the_dataclass():
     assert flags_to_overrides(parser.parse_args([])) == {}  # unset flags override nothing
     with pytest.raises(SystemExit):
         parser.parse_args(["--optimizer", "lbfgs"])
+
+
+def test_inputs_are_resized_up_to_the_models_minimum():
+    from cnnlab.train.run import training_size
+
+    assert training_size(TrainConfig(), 28, "lenet5") == 32  # 28x28 MNIST -> LeNet-5's 32x32
+    assert training_size(TrainConfig(), 28, "resnet20") is None  # fits as it is
+    assert training_size(TrainConfig(image_size=64), 28, "vgg11_bn") == 64
+    assert training_size(TrainConfig(image_size=28), 28, None) is None

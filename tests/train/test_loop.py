@@ -132,3 +132,58 @@ def test_evaluate_and_predict_from_the_run_folder(tmp_path):
     assert sum(t["prob"] for t in out[0]["top"]) <= 1 + 1e-6
     state = ck.load_checkpoint(res.run_dir / "checkpoints/best.safetensors").state
     assert state["model"] == "lenet5_modern" and state["dataset"]["input_size"] == [1, 32, 32]
+
+
+class SigintAt(Progress):
+    """Sends a real SIGINT (Ctrl-C) to this process after update `at`."""
+
+    def __init__(self, at: int):
+        self.at, self.steps = at, 0
+
+    def step(self, *args):
+        import os
+        import signal
+
+        self.steps += 1
+        if self.steps == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
+    with pytest.raises(TrainingInterrupted) as info:
+        run(tmp_path / "c", progress=SigintAt(5))
+    msg = str(info.value)
+    assert "stopped at epoch 1, step 5/8" in msg
+    assert f"--out {tmp_path / 'c'} --resume" in msg
+    assert ck.load_checkpoint(tmp_path / "c/checkpoints/last.safetensors").state["step"] == 5
+
+
+def test_progress_reporters_write_lines(tmp_path):
+    import io
+
+    from cnnlab.train.logging import PlainProgress, RichProgress
+
+    for cls in (PlainProgress, RichProgress):
+        buf = io.StringIO()
+        run(tmp_path / cls.__name__, epochs=2, progress=cls(buf))
+        text = buf.getvalue()
+        assert "epoch 1/2  train loss" in text and "epoch 2/2" in text and "img/s" in text
+
+
+def test_device_choice():
+    from cnnlab.train.loop import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu9")
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_saves_plain_keys(tmp_path):
+    res = run(tmp_path / "compiled", epochs=1, compile=True)
+    weights = ck.load_checkpoint(res.run_dir / "checkpoints/last.safetensors").weights
+    assert set(weights) == set(TinyNet().state_dict())  # no "_orig_mod." prefixes
