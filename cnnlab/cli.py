@@ -144,7 +144,7 @@ def _add_data(sub) -> None:
 def _cmd_summary(args) -> int:
     from cnnlab.analysis import summarize
 
-    summary = summarize(args.model, args.input)
+    summary = summarize(args.model, args.input, train=args.train)
     if args.json:  # schema "cnnlab.summary/1": see cnnlab.analysis.Summary.to_dict
         print(json.dumps(summary.to_dict(args.depth), indent=2))
     elif args.csv:
@@ -172,7 +172,7 @@ def _cmd_compare(args) -> int:
              f"{r['macs'] / 1e9:.3f}", str(r["depth"]),
              "x".join(map(str, r["receptive_field"])) if r["receptive_field"] else "-",
              r["paper_result"] or "-") for r in rows]
-    print("\n".join(line.rstrip() for line in format_table(head, body)))
+    print("\n".join(line.rstrip() for line in format_table(head, body, "<>>>>><")))
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
@@ -186,6 +186,9 @@ def _add_analysis(sub) -> None:
     p.add_argument("--depth", type=int, metavar="N",
                    help="fold layers to N name components (table default 3, 0 = all layers; "
                         "--json/--csv default: all layers)")
+    p.add_argument("--train", action="store_true",
+                   help="run in train() mode (batch 2): includes training-only branches such as "
+                        "auxiliary heads, and checks that the input is large enough for them")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="stable schema cnnlab.summary/1")
     fmt.add_argument("--csv", action="store_true", help="one row per layer")

@@ -95,13 +95,27 @@ def plot_params_vs_macs(rows: list[dict], path, title: str | None = None):
     macs = [r["macs"] / 1e9 for r in rows]
     params = [r["params"] / 1e6 for r in rows]
     ax.scatter(macs, params, s=36, zorder=3)
-    sizes = {tuple(r["input_size"]) for r in rows}
-    for r, x, y in zip(rows, macs, params, strict=True):
-        label = r["model"] if len(sizes) == 1 else f"{r['model']} ({r['input_size'][-1]}px)"
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
+    ax.autoscale_view()
+    sizes = {tuple(r["input_size"]) for r in rows}
+    placed: list[tuple[float, float, float, float]] = []  # label boxes, display pixels
+    px = fig.dpi / 72  # pixels per point
+    for r, x, y in sorted(zip(rows, macs, params, strict=True), key=lambda t: -t[2]):
+        label = r["model"] if len(sizes) == 1 else f"{r['model']} ({r['input_size'][-1]}px)"
+        cx, cy = ax.transData.transform((x, y))
+        w, h = 4.8 * len(label) * px, 9 * px  # about 8-point text
+        # first of: right-above, right-below, left-above, left-below that overlaps no label
+        for dx, dy, ha in ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right")):
+            x0 = cx + dx * px - (w if ha == "right" else 0)
+            box = (x0, cy + dy * px, x0 + w, cy + dy * px + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha,
+                    fontsize=8)
     ax.set(xlabel="multiply-adds per image (GMACs)", ylabel="parameters (millions)",
            title=title or "parameters vs compute")
     ax.grid(which="both", alpha=0.25)

@@ -1,5 +1,4 @@
-"""Running models on the meta device: building without initialisation, cheap passes, and the
-smallest input size a network accepts.
+"""Running models on the meta device: building without initialisation, and cheap passes.
 
 Meta tensors carry shapes, strides and dtypes but no data, so a pass costs only Python time. Two
 costs remain and are cut here: weight initialisation during construction (skipped: there is
@@ -13,10 +12,78 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnlab.analysis.trace import Tracer, cached
-
 aten = torch.ops.aten
 FAILURES = (RuntimeError, ValueError, IndexError)  # what a pass that does not fit raises
+
+CONV_OPS = {aten.convolution, aten._convolution}
+POOL_OPS = {aten.max_pool1d, aten.max_pool2d, aten.max_pool3d, aten.max_pool1d_with_indices,
+            aten.max_pool2d_with_indices, aten.max_pool3d_with_indices, aten.avg_pool1d,
+            aten.avg_pool2d, aten.avg_pool3d}
+
+# Meta kernels written in Python (batch norm is a decomposition into ~10 elementwise ops; add
+# and relu go through reference implementations) cost ~0.1-1 ms per call. An output's form
+# (shape, stride, dtype) depends only on the arguments' forms, so each form runs once; later
+# calls get fresh empty tensors of the remembered form (resnet1202 repeats one block 600 times).
+# In-place pointwise ops return their first argument unchanged in form.
+_BATCH_NORM = {aten.native_batch_norm, aten._native_batch_norm_legit,
+               aten._native_batch_norm_legit_no_training}
+_KERNELS = CONV_OPS | POOL_OPS | _BATCH_NORM | {aten.cat}
+_FORMS: dict = {}
+_CACHEABLE: dict = {}  # OpOverload -> (cacheable, in place)
+
+
+def _form(v):
+    if isinstance(v, torch.Tensor):
+        return (tuple(v.shape), v.stride(), v.dtype, v.device.type)
+    if isinstance(v, (list, tuple)):
+        return tuple(_form(x) for x in v)
+    return v
+
+
+def tensor_args(args, kwargs):
+    """Tensor arguments, one level into lists (torch.cat); no pytree walk per op."""
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from (t for t in v if isinstance(t, torch.Tensor))
+
+
+def cached(func, args, kwargs):
+    """func(*args, **kwargs) on meta tensors, by form where that is safe."""
+    kind = _CACHEABLE.get(func)
+    if kind is None:
+        schema = func._schema
+        inplace = bool(schema.arguments and schema.arguments[0].alias_info is not None
+                       and schema.arguments[0].alias_info.is_write)
+        pointwise = torch.Tag.pointwise in func.tags and len(schema.returns) == 1
+        safe = inplace or not schema.is_mutable  # no out= variants: they return `out` itself
+        kind = _CACHEABLE[func] = ((func._overloadpacket in _KERNELS or pointwise) and safe,
+                                   inplace)
+    if not kind[0] or any(t.device.type != "meta" for t in tensor_args(args, kwargs)):
+        return func(*args, **kwargs)
+    bn = func._overloadpacket in _BATCH_NORM  # form: (input-like, (C,) stats, (C,) stats)
+    key = (func, args[0].dtype, args[0].dim()) if bn else \
+        (func, _form(args), _form(tuple(sorted(kwargs.items()))))
+    if bn and key in _FORMS:
+        x, (_, forms) = args[0], _FORMS[key]
+        return (torch.empty_like(x), *(torch.empty(x.shape[1], dtype=dtype, device="meta")
+                                       for _, _, dtype in forms[1:]))
+    if key not in _FORMS:
+        if len(_FORMS) > 50_000:  # a long session summarising many sizes: start over
+            _FORMS.clear()
+        out = func(*args, **kwargs)  # runs (and validates) once per form
+        single = isinstance(out, torch.Tensor)
+        _FORMS[key] = single, [(t.shape, t.stride(), t.dtype) for t in ([out] if single else out)]
+        return out
+    if kind[1]:
+        return args[0]
+    single, forms = _FORMS[key]
+    outs = [torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+            for shape, stride, dtype in forms]
+    return outs[0] if single else tuple(outs)
+
+
 
 class FastMeta(TorchDispatchMode):
     """A plain meta pass with the cache above (used to check that an input size fits)."""
@@ -44,22 +111,6 @@ class SkipInit(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def trace(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> Tracer:
-    """One traced pass; a failure carries `cnnlab_call`, the module that was running."""
-    x = torch.empty(batch, *size, device="meta")
-    tracer = Tracer(model, x)
-    try:
-        with torch.no_grad(), tracer:
-            out = model(x)
-    except FAILURES as err:
-        err.cnnlab_call = tracer.stack[-1] if tracer.stack else None
-        raise
-    finally:
-        tracer.remove_hooks()
-    tracer.result = out
-    return tracer
-
-
 def fits(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> bool:
     try:
         with torch.no_grad(), FastMeta():
@@ -67,25 +118,6 @@ def fits(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> bool:
     except FAILURES:
         return False
     return True
-
-
-def smallest(model: nn.Module, tracer: Tracer, works: tuple[int, ...],
-             batch: int = 1) -> tuple[int, ...]:
-    """The smallest (C, H, W) that works: the size-constraint graph's answer, checked by a real
-    meta pass; where a layer needs an exact size (a Linear after a flatten), a binary search
-    between that answer and `works`, a size known to work."""
-    need = [min(n, w) for n, w in zip(tracer.min_input(), works[1:], strict=True)]
-
-    def size_at(extra: int) -> tuple[int, ...]:
-        return (works[0], *(min(n + extra, w) for n, w in zip(need, works[1:], strict=True)))
-
-    if size_at(0) == works or fits(model, size_at(0), batch):
-        return size_at(0)
-    lo, hi = 0, max(w - n for w, n in zip(works[1:], need, strict=True))  # size_at(hi) works
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(model, size_at(mid), batch) else (mid, hi)
-    return size_at(hi)
 
 
 def build(name: str, **kwargs) -> nn.Module:

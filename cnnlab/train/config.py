@@ -133,6 +133,8 @@ def _coerce(name: str, value, source: str):
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if tp is list and isinstance(value, list | tuple):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise UsageError(f"{source}: {name} must be a list of numbers, got {value!r}")
         return [float(v) for v in value]
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)

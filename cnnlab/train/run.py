@@ -130,10 +130,10 @@ class Run:
                 is_best = row["test_top1"] is not None and row["test_top1"] > pos.best_top1
                 if is_best:
                     pos.best_top1, pos.best_epoch = row["test_top1"], row["epoch"]
-                if rank == 0:
-                    self._save("last", optimizer, pos)
+                if rank == 0:  # best before last: a kill in between re-runs this epoch
                     if is_best:
                         self._save("best", None, pos)
+                    self._save("last", optimizer, pos)
                     write_metrics_csv(self.run_dir / "metrics.csv", pos.history)
                 progress.epoch_end(row)
                 if stop.requested and pos.epoch < cfg.epochs:

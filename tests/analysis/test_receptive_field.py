@@ -153,3 +153,17 @@ def test_squeeze_excitation_sees_everything():
 def test_zoo_fields_are_exact(name, size):
     torch.manual_seed(0)
     _check(_zoo(name, in_chans=size[0]), size)
+
+
+@pytest.mark.parametrize("name, field", [("resnet18", 99), ("resnet50", 91)])
+def test_resnet_stages_with_projection_shortcuts(name, field):
+    # conv1..layer2 of the ImageNet ResNets: strided 1x1 projections merged with strided 3x3s
+    # (v1.5). At 128x128 the centre unit's field is not clipped, so its edges are checked.
+    model = _zoo(name).model
+    if not all(hasattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool", "layer1",
+                                           "layer2")):
+        pytest.skip(f"{name} does not use torchvision's layout")
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1,
+                         model.layer2)
+    assert _check(stem, (3, 128, 128)) == (field, field)
+

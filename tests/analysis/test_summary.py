@@ -302,3 +302,29 @@ def test_one_dimensional_inputs():
     assert _row(s, "1").receptive_field == (7,) and _row(s, "1").jump == (4,)
     assert s.totals.min_input_size == (2, 47)  # the Linear needs 11 positions: 47..50 work
     assert s.totals.macs == 4 * 23 * 2 * 5 + 44 * 3
+
+
+def test_train_mode_counts_per_image_and_includes_aux_heads():
+    t = summarize(Tiny(), (3, 16, 16), train=True)
+    assert t.totals.macs == summarize(Tiny(), (3, 16, 16)).totals.macs  # per image, batch 2
+    assert t.totals.output_shape == (2, 10) and t.unknown_ops == []
+    name = _zoo("googlenet")
+    train, infer = summarize(name, train=True), summarize(name)
+    assert train.totals.params_unused == 0 < infer.totals.params_unused
+    assert train.totals.macs > infer.totals.macs
+
+
+def test_grouped_conv_and_pooling_by_hand():
+    # AlexNet's second tower conv: 96 -> 256, 5x5, groups=2 (48 inputs per output), on 27x27
+    net = nn.Sequential(nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.MaxPool2d(3, 2),
+                        nn.AvgPool2d(2, ceil_mode=True))
+    s = summarize(net, (96, 27, 27))
+    conv, maxpool, avgpool = s.rows
+    assert conv.params == 5 * 5 * 48 * 256 + 256 == 307_456
+    assert conv.macs == 256 * 27 * 27 * 48 * 25 == 223_948_800
+    assert (conv.receptive_field, conv.jump) == ((5, 5), (1, 1))
+    assert maxpool.output_shape == (1, 256, 13, 13) and maxpool.macs == 0  # pooling: no MACs
+    assert (maxpool.receptive_field, maxpool.jump) == ((7, 7), (2, 2))
+    assert avgpool.output_shape == (1, 256, 7, 7)  # ceil(13 / 2)
+    assert (avgpool.receptive_field, avgpool.jump) == ((9, 9), (4, 4))
+    assert s.totals.min_input_size == (96, 3, 3)  # max-pool 3 needs 3 (padding keeps 'same')

@@ -52,6 +52,7 @@ def test_every_recipe_is_valid_and_names_a_real_model():
     ("- 1\n- 2\n", "expected a mapping"),
     ("epochs: [\n", "not valid YAML"),
     ("epochs: 0\n", "epochs must be positive"),
+    ("milestones: [a, 3]\n", "list of numbers"),
 ])
 def test_bad_files_are_usage_errors(tmp_path, text, message):
     f = tmp_path / "bad.yaml"
