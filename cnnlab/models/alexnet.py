@@ -21,7 +21,6 @@ from __future__ import annotations
 from functools import partial
 from typing import NamedTuple
 
-import torch
 from torch import nn
 
 from cnnlab.layers import init_he
@@ -114,16 +113,6 @@ class AlexNet(ZooModel):
         for m, one in zip(conv_layers + linears, ones, strict=True):
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.constant_(m.bias, 1.0 if one else 0.0)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[-1] = nn.Linear(self.hidden, num_classes)
 
 
 _PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet classification with deep convolutional " \

@@ -166,16 +166,8 @@ class EfficientNet(ZooModel):
         init_he(self)
         init_trunc_normal_linear(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return x if pre_logits else self.classifier(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[1] = nn.Linear(self.num_features, num_classes)
-        init_trunc_normal_linear(self.classifier[1])
+    def _init_classifier(self, linear: nn.Linear) -> None:
+        init_trunc_normal_linear(linear)
 
 
 # Exact parameter counts at 1000 classes (B0-B6 equal torchvision's; B7 is our count) and the

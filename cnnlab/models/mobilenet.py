@@ -168,17 +168,6 @@ class MobileNetV2(ZooModel):
         # and bias 0, classifier N(0, 0.01) with zero bias.
         init_he(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return x if pre_logits else self.classifier(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[1] = nn.Linear(self.num_features, num_classes)
-        init_he(self.classifier[1])
-
 
 # ---------------------------------------------------------------------------------------------
 # Registration: one row per variant

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-import torch
 from torch import nn
 
 from cnnlab.layers import init_he
@@ -98,16 +97,6 @@ class VGG(ZooModel):
         # noted Glorot init works without pre-training; He normal (fan_out) for the convs and
         # N(0, 0.01) for the linear layers trains every row from scratch.
         init_he(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[-1] = nn.Linear(4096, num_classes)
 
 
 _PAPER = "Simonyan & Zisserman, Very deep convolutional networks for large-scale image " \

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.loader import to_model_input
 from cnnlab.errors import UsageError
 from cnnlab.train.checkpoint import find_checkpoint, load_checkpoint, rebuild_model
 from cnnlab.train.loop import evaluate_model, resolve_device
@@ -52,24 +53,6 @@ def evaluate(checkpoint: str | Path, dataset, *, split: str = "test", data_dir=N
             "per_class": dict(zip(classes, per_class, strict=True)), "confusion": cm.tolist()}
 
 
-def prepare_image(image: torch.Tensor, input_size, mean, std) -> torch.Tensor:
-    """uint8 (C, H, W) of any size -> the float (C, H', W') the model was trained on:
-    resized (bilinear, antialiased when shrinking) and normalised with the training statistics."""
-    c, h, w = input_size
-    if image.shape[0] != c:  # grey <-> RGB (ITU-R 601 luma, as the data readers use)
-        if c == 1:
-            weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-            image = (image.float() * weights).sum(0, keepdim=True)
-        else:
-            image = image.expand(3, -1, -1)
-    x = image.float()[None] / 255.0
-    if tuple(x.shape[-2:]) != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return ((x - mean) / std)[0]
-
-
 @torch.no_grad()
 def predict(checkpoint: str | Path, images, *, topk: int = 5, device: str = "auto") -> list[dict]:
     """Top-k classes with probabilities for each image (paths or uint8 (C, H, W) tensors).
@@ -95,7 +78,9 @@ def predict(checkpoint: str | Path, images, *, topk: int = 5, device: str = "aut
             if not Path(img).exists():
                 raise UsageError(f"image not found: {img}")
             img = read_image(img, channels=c)
-        batch.append(prepare_image(img, trained["input_size"], trained["mean"], trained["std"]))
+        # the evaluation loader's own conversion: channels, pad-or-resize, normalisation
+        batch.append(to_model_input(img, trained["mean"], trained["std"], channels=c,
+                                    image_size=tuple(trained["input_size"][1:])))
     if not batch:
         raise UsageError("no images given")
     out = model(torch.stack(batch).to(dev))
