@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# A fresh run each time (a run folder refuses to be overwritten; --resume continues one).
 demo: $(STAMP)
+	rm -rf runs/demo-lenet5-mnist
 	$(PY) -m cnnlab train lenet5 --dataset mnist --out runs/demo-lenet5-mnist
 
 test: $(STAMP)

@@ -47,7 +47,8 @@ def _cmd_models(args) -> int:
         params = f"{c.params:,}" if c.params else "-"
         table.add_row(c.name, c.family, str(c.year), params, "x".join(map(str, c.input_size)),
                       c.key_idea)
-    Console().print(table)
+    # piped output has no terminal width to fit: keep one line per model
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0
 
 
@@ -316,7 +317,8 @@ _SECTIONS = [_add_models, _add_data, _add_analysis, _add_training]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cnnlab", description="Build, inspect, train and compare the classic CNNs.")
     from cnnlab import __version__
 
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")

@@ -118,8 +118,9 @@ class RichProgress(PlainProgress):
 
 
 def make_progress(kind: str | Progress | None) -> Progress:
-    """"auto" (rich on a terminal, plain otherwise), "rich", "plain", None (silent) or an object."""
-    if kind is None:
+    """"auto" (rich on a terminal, plain otherwise), "rich", "plain", "none"/None (silent) or an
+    object."""
+    if kind is None or kind == "none":
         return Progress()
     if isinstance(kind, Progress):
         return kind
@@ -129,7 +130,8 @@ def make_progress(kind: str | Progress | None) -> Progress:
         return RichProgress()
     if kind == "plain":
         return PlainProgress()
-    raise ValueError(f"progress must be 'auto', 'rich', 'plain', None or a Progress, got {kind!r}")
+    raise ValueError(f"progress must be 'auto', 'rich', 'plain', 'none' or a Progress, "
+                     f"got {kind!r}")
 
 
 def write_metrics_csv(path: str | Path, history: list[dict]) -> None:
