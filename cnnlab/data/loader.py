@@ -99,8 +99,20 @@ def to_model_input(images: torch.Tensor, mean, std, *, channels: int | None = No
     expects (same channel conversion, padding / resizing and normalisation; no augmentation):
     for `predict` on single images. `mean`/`std` are the training dataset's own."""
     x = images[None] if images.ndim == 3 else images
+    if x.shape[1] != len(mean):  # an image in another mode than the training data had
+        x = _match_channels(x, len(mean))
     out = BatchTransform(mean, std, None, x.device, x.shape[-2:], channels, image_size)(x, None)
     return out[0] if images.ndim == 3 else out
+
+
+def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (B, C, H, W) with C in 1, 3, 4 -> `channels` (1 or 3), as PIL's mode conversion."""
+    if channels == 1:
+        if x.shape[1] == 1:
+            return x
+        luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
+        return (x[:, :3].float() * luma).sum(1, keepdim=True).round().to(torch.uint8)
+    return x[:, :3] if x.shape[1] >= 3 else x.expand(-1, 3, -1, -1)  # drop alpha / repeat grey
 
 
 class _EpochLoader:

@@ -77,7 +77,7 @@ def predict(checkpoint: str | Path, images, *, topk: int = 5, device: str = "aut
             names.append(str(img))
             if not Path(img).exists():
                 raise UsageError(f"image not found: {img}")
-            img = read_image(img, channels=c)
+            img = read_image(img, channels=len(trained["mean"]))  # as the training data was
         # the evaluation loader's own conversion: channels, pad-or-resize, normalisation
         batch.append(to_model_input(img, trained["mean"], trained["std"], channels=c,
                                     image_size=tuple(trained["input_size"][1:])))

@@ -156,3 +156,17 @@ def test_to_model_input_matches_the_eval_loader():
     single = to_model_input(ds.images[1], ds.mean, ds.std, channels=3, image_size=32)
     assert single.shape == (3, 32, 32) and torch.equal(single, x[1])
     assert torch.equal(to_model_input(ds.images, ds.mean, ds.std, channels=3, image_size=32), x)
+
+
+def test_to_model_input_accepts_images_in_another_mode_than_the_training_data():
+    grey = torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8)
+    rgb_of_grey = grey.expand(3, -1, -1)
+    rgba = torch.cat([rgb_of_grey, torch.full((1, 8, 8), 255, dtype=torch.uint8)])
+    # RGB-trained stats: a grey image is repeated, an alpha channel dropped
+    mean3, std3 = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
+    expected = to_model_input(rgb_of_grey, mean3, std3)
+    torch.testing.assert_close(to_model_input(grey, mean3, std3), expected)
+    torch.testing.assert_close(to_model_input(rgba, mean3, std3), expected)
+    # grey-trained stats: an RGB image of equal channels has luma equal to that channel
+    torch.testing.assert_close(to_model_input(rgb_of_grey, (0.5,), (0.25,)),
+                               to_model_input(grey, (0.5,), (0.25,)))
