@@ -96,18 +96,6 @@ def test_densenet161_spot_keys():
     assert tuple(sd["classifier.weight"].shape) == (1000, 2208)
 
 
-@pytest.mark.parametrize("name", ["densenet121", "densenet161", "densenet169", "densenet201"])
-def test_state_dict_equals_torchvision_and_outputs_match(name):
-    tv = pytest.importorskip("torchvision")
-    ours, theirs = cnnlab.create_model(name).eval(), getattr(tv.models, name)().eval()
-    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
-    assert list(ours_sd) == list(theirs_sd)
-    assert all(ours_sd[k].shape == theirs_sd[k].shape for k in ours_sd)
-    theirs.load_state_dict(ours_sd)
-    x = torch.randn(1, 3, 64, 64)
-    torch.testing.assert_close(ours(x), theirs(x))
-
-
 # ---------------------------------------------------------------- channel growth, transitions
 def _channels_entering_transitions(model: nn.Module, size: int) -> list[int]:
     seen: list[int] = []

@@ -113,3 +113,36 @@ def test_duplicate_registration_raises():
         register_model("resnet20", lambda **kw: None, card)
     with pytest.raises(ValueError, match="does not match"):
         register_model("zz_new", lambda **kw: None, ModelCard(**{**card.to_dict(), "name": "x"}))
+
+
+# torchvision's constructor for each torchvision-layout model whose name or defaults differ
+_TORCHVISION = {"googlenet": ("googlenet", {"aux_logits": True, "init_weights": False}),
+                "mobilenet_v2_050": ("mobilenet_v2", {"width_mult": 0.5}),
+                "mobilenet_v2_075": ("mobilenet_v2", {"width_mult": 0.75}),
+                "mobilenet_v2_140": ("mobilenet_v2", {"width_mult": 1.4})}
+TORCHVISION_LAYOUT = [n for n in ALL if cnnlab.model_card(n).torchvision_compatible]
+
+
+def test_the_torchvision_layout_models_are_the_expected_ones():
+    expected = {"alexnet", "googlenet", "mobilenet_v2", *_TORCHVISION,
+                *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
+                *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+                *(f"densenet{d}" for d in (121, 161, 169, 201)),
+                *(f"efficientnet_b{i}" for i in range(8))}
+    assert set(TORCHVISION_LAYOUT) == expected
+
+
+@pytest.mark.parametrize("name", TORCHVISION_LAYOUT)
+def test_torchvision_weights_load_unchanged_and_give_the_same_outputs(name):
+    # Runs only where torchvision imports (not on the CPU torch here; e.g. on a GPU machine).
+    tvm = pytest.importorskip("torchvision.models")
+    builder, kwargs = _TORCHVISION.get(name, (name, {}))
+    theirs = getattr(tvm, builder)(weights=None, **kwargs).eval()
+    ours = cnnlab.create_model(name).eval()
+    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+    assert list(ours_sd) == list(theirs_sd)
+    assert {k: v.shape for k, v in ours_sd.items()} == {k: v.shape for k, v in theirs_sd.items()}
+    ours.load_state_dict(theirs_sd)  # strict: their published weights load as they are
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
