@@ -135,6 +135,7 @@ class Run:
                         self._save("best", None, pos)
                     self._save("last", optimizer, pos)
                     write_metrics_csv(self.run_dir / "metrics.csv", pos.history)
+                    self._plot_curves(pos.history)  # long runs: the curve so far, every epoch
                 progress.epoch_end(row)
                 if stop.requested and pos.epoch < cfg.epochs:
                     raise TrainingInterrupted(self._resume_hint(f"stopped after epoch {pos.epoch}"),
@@ -178,14 +179,19 @@ class Run:
         return pos, ck.rng
 
     # ---- the end ------------------------------------------------------------------------------
+    def _plot_curves(self, history: list[dict]):
+        from cnnlab import report
+
+        return report.plot_learning_curves(history, self.run_dir / "curves.png",
+                                           title=f"{self.model_name} on {self.cfg.dataset}")
+
     def _finish(self, pos: Position, last_eval: dict) -> dict:
         from cnnlab import report
 
         classes = list(self.data_info["classes"])
         cm = last_eval["confusion"]
         per_class = (cm.diag().double() / cm.sum(1).clamp(min=1).double() * 100).tolist()
-        curves = report.plot_learning_curves(pos.history, self.run_dir / "curves.png",
-                                             title=f"{self.model_name} on {self.cfg.dataset}")
+        curves = self._plot_curves(pos.history)
         confusion = report.plot_confusion_matrix(cm.tolist(), classes,
                                                  self.run_dir / "confusion.png")
         last = pos.history[-1] if pos.history else {}
