@@ -166,11 +166,11 @@ def _cmd_compare(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from cnnlab.analysis.summary import format_table
+    from cnnlab.analysis.summary import format_table, si_units
 
-    head = ("model", "input", "params", "GMACs", "depth", "RF", "paper result")
+    head = ("model", "input", "params", "MACs", "depth", "RF", "paper result")
     body = [(r["model"], "x".join(map(str, r["input_size"])), f"{r['params']:,}",
-             f"{r['macs'] / 1e9:.3f}", str(r["depth"]),
+             si_units(r["macs"]), str(r["depth"]),
              "x".join(map(str, r["receptive_field"])) if r["receptive_field"] else "-",
              r["paper_result"] or "-") for r in rows]
     print("\n".join(line.rstrip() for line in format_table(head, body, "<>>>>><")))

@@ -185,9 +185,17 @@ class Summary:
         t = self.totals
         frozen = f" ({t.params_frozen:,} frozen)" if t.params_frozen else ""
         unused = f", {t.params_unused:,} unused in eval" if t.params_unused else ""
-        return (f"params {t.params:,}{frozen}{unused} | MACs {t.macs:,} ({t.macs / 1e9:.3f} G) | "
+        return (f"params {t.params:,}{frozen}{unused} | MACs {t.macs:,} ({si_units(t.macs)}) | "
                 f"depth {t.depth} | RF {_x(t.receptive_field)} jump {_x(t.jump)} | "
                 f"min input {_x(t.min_input_size)}")
+
+
+def si_units(count: float) -> str:
+    """1_498_376_192 -> '1.498 G', 416_520 -> '416.5 K': the scale papers quote MACs in."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(count) >= scale:
+            return f"{count / scale:.4g} {unit}" if unit != "G" else f"{count / scale:.3f} G"
+    return f"{count:g}"
 
 
 def format_table(head: tuple[str, ...], body: list[tuple[str, ...]],

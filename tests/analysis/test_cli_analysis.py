@@ -22,7 +22,7 @@ def test_summary_table(zoo, capsys):
     assert main(["summary", "resnet20", "--depth", "1"]) == 0
     out = capsys.readouterr().out
     assert "layer3 (Sequential)" in out and "81x81" in out
-    assert "params 269,722 | MACs 40,551,040 (0.041 G) | depth 20" in out
+    assert "params 269,722 | MACs 40,551,040 (40.55 M) | depth 20" in out
 
 
 def test_summary_json_and_csv(zoo, capsys):
@@ -58,3 +58,12 @@ def test_compare_with_plot(zoo, capsys, tmp_path):
     assert main(["compare", "resnet20", "nin"]) == 0
     out = capsys.readouterr().out
     assert "CIFAR-10 error 8.75%" in out.splitlines()[3]
+
+
+def test_macs_are_shown_in_the_scale_papers_use():
+    from cnnlab.analysis.summary import si_units
+
+    assert si_units(4_089_184_256) == "4.089 G"
+    assert si_units(125_485_696) == "125.5 M"
+    assert si_units(416_520) == "416.5 K"
+    assert si_units(12) == "12"
