@@ -2,31 +2,17 @@
 
 import json
 
-import pytest
-
-import cnnlab
 from cnnlab.cli import main
 
 
-@pytest.fixture
-def zoo():
-    def need(*names):
-        missing = [n for n in names if n not in cnnlab.list_models()]
-        if missing:
-            pytest.skip(f"not in the zoo yet: {missing}")
-    return need
-
-
-def test_summary_table(zoo, capsys):
-    zoo("resnet20")
+def test_summary_table(capsys):
     assert main(["summary", "resnet20", "--depth", "1"]) == 0
     out = capsys.readouterr().out
     assert "layer3 (Sequential)" in out and "81x81" in out
     assert "params 269,722 | MACs 40,551,040 (40.55 M) | depth 20" in out
 
 
-def test_summary_json_and_csv(zoo, capsys):
-    zoo("alexnet")
+def test_summary_json_and_csv(capsys):
     assert main(["summary", "alexnet", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["schema"] == "cnnlab.summary/1" and d["totals"]["macs"] == 714_188_480
@@ -39,15 +25,13 @@ def test_summary_json_and_csv(zoo, capsys):
     assert lines[1] == "features.0,Conv2d,1,1x64x56x56,23296,0,72855552,11x11,4x4"  # 64*56*56*363
 
 
-def test_summary_too_small_exits_2(zoo, capsys):
-    zoo("alexnet")
+def test_summary_too_small_exits_2(capsys):
     assert main(["summary", "alexnet", "--input", "3,32,32"]) == 2
     err = capsys.readouterr().err
     assert "too small for alexnet" in err and "3x63x63" in err and len(err.splitlines()) == 1
 
 
-def test_compare_with_plot(zoo, capsys, tmp_path):
-    zoo("resnet20", "nin")
+def test_compare_with_plot(capsys, tmp_path):
     png = tmp_path / "cmp.png"
     assert main(["compare", "resnet20", "nin", "--plot", str(png), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
