@@ -12,7 +12,7 @@ ifeq ($(origin CNNLAB_DATA), undefined)
   endif
 endif
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow test-torchvision bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,26 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The proof of equivalence against torchvision itself, in a second environment: torchvision
+# 0.29.1 needs torch 2.14.1 (~5.5 GB with its CUDA libraries), which must never replace .venv's
+# CPU torch. Same dependencies as .venv otherwise, read from pyproject.toml. Not part of `make test`.
+TV_VENV  := .venv-torchvision
+TV_PY    := $(TV_VENV)/bin/python
+TV_STAMP := $(TV_VENV)/.installed
+
+$(TV_STAMP): pyproject.toml
+	test -x $(TV_PY) || $(PYTHON) -m venv $(TV_VENV)
+	$(TV_PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] \
+	                  if not d.startswith("torch")))' > $(TV_VENV)/requirements.txt
+	$(TV_PY) -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 \
+	  -r $(TV_VENV)/requirements.txt
+	touch $(TV_STAMP)
+
+test-torchvision: $(TV_STAMP)
+	PYTHONPATH=$(CURDIR) $(TV_PY) -m pytest -q -p no:xdist -p no:cacheprovider \
+	  tests/interop/test_torchvision.py tests/models/test_zoo.py -k torchvision
 
 lint: $(STAMP)
 	$(PY) -m ruff check cnnlab tests benchmarks

@@ -71,12 +71,23 @@ class SqueezeExcite(nn.Module):
         return x * scale
 
 
+def conv_fan_out(conv: nn.Conv2d) -> int:
+    """The outputs one input value feeds: (out / groups) * kh * kw.
+
+    PyTorch's `kaiming_normal_(mode="fan_out")` takes out * kh * kw, which overstates a grouped
+    conv's fan-out by the number of groups: for a depthwise kxk conv on C channels it gives
+    C * k^2 instead of k^2, and weights sqrt(C) times too small."""
+    kh, kw = conv.kernel_size
+    return conv.out_channels // conv.groups * kh * kw
+
+
 def init_he(module: nn.Module, zero_bias: bool = True) -> None:
-    """He et al. 2015 ("Delving deep into rectifiers"): normal, fan_out, for ReLU nets.
+    """He et al. 2015 ("Delving deep into rectifiers"): normal with std sqrt(2 / fan_out), for
+    ReLU nets, with each conv's true fan-out (`conv_fan_out`; grouped and depthwise convs too).
     BatchNorm starts as identity (weight 1, bias 0); linear layers N(0, 0.01) as in AlexNet/VGG."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / conv_fan_out(m)))
             if m.bias is not None and zero_bias:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
@@ -89,20 +100,32 @@ def init_he(module: nn.Module, zero_bias: bool = True) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def init_xavier(module: nn.Module) -> None:
-    """Glorot & Bengio 2010: uniform, fan-average; the choice for tanh networks (LeNet-5)."""
+def init_caffe_xavier(module: nn.Module) -> None:
+    """Caffe's "xavier" filler (the BVLC reference models): U(-a, a) with a = sqrt(3 / fan_in),
+    i.e. variance 1 / fan_in. Not PyTorch's xavier_uniform_ (sqrt(6 / (fan_in + fan_out))), which
+    is 3.3x smaller on GoogLeNet's conv1 (fan_in 147, fan_out 3,136). Biases are left alone."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            fan_in = m.weight[0].numel()  # in / groups * kh * kw, or in_features
+            bound = math.sqrt(3.0 / fan_in)
+            nn.init.uniform_(m.weight, -bound, bound)
 
 
-def init_trunc_normal_linear(module: nn.Module, std: float | None = None) -> None:
-    """Uniform(-1/sqrt(out), 1/sqrt(out)) for the classifier, as EfficientNet/MobileNet use."""
+def krizhevsky_lrn() -> nn.Module:
+    """Local response normalisation with AlexNet's k=2, n=5, alpha=1e-4, beta=0.75 (also VGG's
+    A-LRN, which takes AlexNet's settings).
+
+    The paper divides by (k + alpha * sum a^2)^beta; PyTorch's LocalResponseNorm divides by
+    (k + alpha / n * sum a^2)^beta, so the paper's alpha is passed as alpha * n."""
+    return nn.LocalResponseNorm(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+
+
+def init_uniform_classifier(module: nn.Module) -> None:
+    """Linear layers U(-1/sqrt(out), 1/sqrt(out)), zero bias: EfficientNet's classifier init
+    (the authors' code and torchvision)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            bound = std if std is not None else 1.0 / math.sqrt(m.out_features)
+            bound = 1.0 / math.sqrt(m.out_features)
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
 

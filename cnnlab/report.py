@@ -56,6 +56,16 @@ def plot_confusion_matrix(confusion, classes, path, normalize: bool = True):
     """
     from pathlib import Path
 
+    fig = confusion_figure(confusion, classes, normalize)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def confusion_figure(confusion, classes, normalize: bool = True):
+    """The matplotlib Figure of plot_confusion_matrix (TensorBoard logs it as an image)."""
     import numpy as np
 
     plt = _pyplot()
@@ -76,11 +86,7 @@ def plot_confusion_matrix(confusion, classes, path, normalize: bool = True):
                 if cm[i, j]:
                     ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
                             color="white" if shown[i, j] > 50 else "black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 # ---- model comparison: parameters vs multiply-adds (`cnnlab compare --plot`) ------------------
@@ -88,7 +94,7 @@ def plot_confusion_matrix(confusion, classes, path, normalize: bool = True):
 def plot_params_vs_macs(rows: list[dict], path, title: str | None = None):
     """Parameters against multiply-adds, both on log scales, one labelled point per model;
     returns the PNG's path. rows: `cnnlab.analysis.compare` rows (model, params, macs, ...)."""
-    from pathlib import Path
+    from cnnlab.outputs import check_output_file
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
@@ -119,7 +125,7 @@ def plot_params_vs_macs(rows: list[dict], path, title: str | None = None):
     ax.set(xlabel="multiply-adds per image (GMACs)", ylabel="parameters (millions)",
            title=title or "parameters vs compute")
     ax.grid(which="both", alpha=0.25)
-    path = Path(path)
+    path = check_output_file(path, (".png",))  # savefig would add ".png" to a bare name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,16 +1,28 @@
 """Running models on the meta device: building without initialisation, and cheap passes.
 
-Meta tensors carry shapes, strides and dtypes but no data, so a pass costs only Python time. Two
-costs remain and are cut here: weight initialisation during construction (skipped: there is
-nothing to write) and meta kernels written in Python (batch norm, convolution, pooling), whose
-result forms are cached by argument forms.
+Meta tensors carry shapes, strides and dtypes but no data, so a pass costs only Python time.
+What remains is cut here (profiled with cProfile on resnet56 / preact_resnet1001 / lenet5):
+- weight initialisation during construction: skipped, there is nothing to write;
+- PyTorch's meta kernels for convolution, pooling, batch norm, addmm, cat, mean and pointwise
+  ops with a Python number are Python code (0.1-1 ms a call), and their first calls import
+  sympy and torch._dynamo (about 2 s of a fresh process's first summary): cnnlab computes these
+  forms itself (`_OWN_FORMS`), and caches every other cacheable op's output form by the forms of
+  its arguments, so each runs once per form (resnet1202 repeats one block 600 times);
+- TorchDispatchMode's per-op torch._dynamo.disable wrapper: `Mode` opts out of it.
+A built model is analysed in place (`on_meta`): its tensors are swapped for meta stand-ins
+instead of copying the model.
 """
 
 from __future__ import annotations
 
+import functools
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from cnnlab.analysis.arithmetic import conv_output_size
 
 aten = torch.ops.aten
 FAILURES = (RuntimeError, ValueError, IndexError)  # what a pass that does not fit raises
@@ -20,16 +32,12 @@ POOL_OPS = {aten.max_pool1d, aten.max_pool2d, aten.max_pool3d, aten.max_pool1d_w
             aten.max_pool2d_with_indices, aten.max_pool3d_with_indices, aten.avg_pool1d,
             aten.avg_pool2d, aten.avg_pool3d}
 
-# Meta kernels written in Python (batch norm is a decomposition into ~10 elementwise ops; add
-# and relu go through reference implementations) cost ~0.1-1 ms per call. An output's form
-# (shape, stride, dtype) depends only on the arguments' forms, so each form runs once; later
-# calls get fresh empty tensors of the remembered form (resnet1202 repeats one block 600 times).
-# In-place pointwise ops return their first argument unchanged in form.
-_BATCH_NORM = {aten.native_batch_norm, aten._native_batch_norm_legit,
-               aten._native_batch_norm_legit_no_training}
-_KERNELS = CONV_OPS | POOL_OPS | _BATCH_NORM | {aten.cat}
+# An output's form (shape, stride, dtype) depends only on the arguments' forms: each form runs
+# once, later calls get fresh empty tensors of the remembered form. In-place pointwise ops return
+# their first argument unchanged in form.
 _FORMS: dict = {}
-_CACHEABLE: dict = {}  # OpOverload -> (cacheable, in place)
+_CACHEABLE: dict = {}  # OpOverload -> (cacheable, in place, pointwise out of place)
+_SCALAR_DTYPES: dict = {}  # (pointwise op, tensor dtype, types of the other arguments) -> dtype
 
 
 def _form(v):
@@ -40,13 +48,15 @@ def _form(v):
     return v
 
 
-def tensor_args(args, kwargs):
+def tensor_args(args, kwargs) -> list[torch.Tensor]:
     """Tensor arguments, one level into lists (torch.cat); no pytree walk per op."""
-    for v in (*args, *kwargs.values()):
+    found = []
+    for v in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(v, torch.Tensor):
-            yield v
+            found.append(v)
         elif isinstance(v, (list, tuple)):
-            yield from (t for t in v if isinstance(t, torch.Tensor))
+            found.extend(t for t in v if isinstance(t, torch.Tensor))
+    return found
 
 
 def cached(func, args, kwargs):
@@ -59,20 +69,32 @@ def cached(func, args, kwargs):
         pointwise = torch.Tag.pointwise in func.tags and len(schema.returns) == 1
         safe = inplace or not schema.is_mutable  # no out= variants: they return `out` itself
         kind = _CACHEABLE[func] = ((func._overloadpacket in _KERNELS or pointwise) and safe,
-                                   inplace)
-    if not kind[0] or any(t.device.type != "meta" for t in tensor_args(args, kwargs)):
+                                   inplace, pointwise and not inplace)
+    if not kind[0]:
         return func(*args, **kwargs)
-    bn = func._overloadpacket in _BATCH_NORM  # form: (input-like, (C,) stats, (C,) stats)
-    key = (func, args[0].dtype, args[0].dim()) if bn else \
-        (func, _form(args), _form(tuple(sorted(kwargs.items()))))
-    if bn and key in _FORMS:
-        x, (_, forms) = args[0], _FORMS[key]
-        return (torch.empty_like(x), *(torch.empty(x.shape[1], dtype=dtype, device="meta")
-                                       for _, _, dtype in forms[1:]))
+    tensors = tensor_args(args, kwargs)
+    if any(t.device.type != "meta" and t.dim() for t in tensors):
+        return func(*args, **kwargs)  # (a 0-dim CPU tensor is a Python number, wrapped)
+    if kind[1] and not any(t.dim() for t in tensors[1:]):
+        return args[0]  # x.relu_(), x.mul_(2.0): nothing to write, nothing to check
+    if kind[2] and len(tensors) == 1 and args[0] is tensors[0] and not kwargs \
+            and args[0].is_contiguous():  # x * 1.7159: x's shape, a dtype known by argument types
+        x = args[0]
+        key = (func, x.dtype, *map(type, args[1:]))
+        dtype = _SCALAR_DTYPES.get(key)
+        if dtype is None:
+            dtype = _SCALAR_DTYPES[key] = pointwise_form(func, args, kwargs).dtype
+        return torch.empty(x.shape, dtype=dtype, device="meta")
+    own = _OWN_FORMS.get(func._overloadpacket)
+    out = None if own is None else own(*args, **kwargs)
+    if out is not None:
+        return out
+    key = (func, _form(args), _form(tuple(sorted(kwargs.items()))))
     if key not in _FORMS:
         if len(_FORMS) > 50_000:  # a long session summarising many sizes: start over
             _FORMS.clear()
-        out = func(*args, **kwargs)  # runs (and validates) once per form
+        out = pointwise_form(func, args, kwargs) if kind[2] else None
+        out = func(*args, **kwargs) if out is None else out  # runs (validates) once per form
         single = isinstance(out, torch.Tensor)
         _FORMS[key] = single, [(t.shape, t.stride(), t.dtype) for t in ([out] if single else out)]
         return out
@@ -85,7 +107,186 @@ def cached(func, args, kwargs):
 
 
 
-class FastMeta(TorchDispatchMode):
+def _like(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+
+
+def _broadcast(shapes) -> torch.Size:
+    """torch.broadcast_shapes without its import of sympy; RuntimeError when they clash."""
+    out = [1] * max(len(s) for s in shapes)
+    for shape in shapes:
+        for i, n in enumerate(shape, len(out) - len(shape)):
+            if n != 1 and out[i] not in (1, n):
+                raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+            out[i] = n if n != 1 else out[i]
+    return torch.Size(out)
+
+
+def pointwise_form(func, args, kwargs) -> torch.Tensor | None:
+    """A pointwise op's output on meta without PyTorch's Python reference implementation (slow,
+    and its first call imports torch._dynamo): the broadcast shape, the layout of the
+    full-size inputs, and the dtype the real kernel gives for one element. None (run the op)
+    where the full-size inputs' layouts differ."""
+    if any(isinstance(v, torch.Tensor) for v in kwargs.values()):
+        return None
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    shape = _broadcast([t.shape for t in tensors])
+    full = [t for t in tensors if t.shape == shape]
+    if not full or any(t.stride() != full[0].stride() for t in full):
+        return None
+    one = [torch.ones((1,) * a.dim(), dtype=a.dtype) if isinstance(a, torch.Tensor) else a
+           for a in args]
+    dtype = func(*one, **kwargs).dtype
+    return torch.empty_strided(shape, full[0].stride(), dtype=dtype, device="meta")
+
+
+def batch_norm_forms(x, weight, bias, training: bool):
+    """Batch norm's outputs on meta: the input's form and two statistics, (C,) in training and
+    empty in eval, as on CPU. PyTorch's meta version is a Python decomposition (~0.5 ms a call,
+    and its first call imports torch._dynamo); the forms are known, so it never runs."""
+    c = x.shape[1] if x.dim() > 1 else 0
+    for t in (weight, bias):
+        if t is not None and t.numel() != c:
+            raise RuntimeError(f"batch norm over {c} channels got a parameter of {t.numel()}")
+    stats = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+    n = c if training else 0
+    return (_like(x), torch.empty(n, dtype=stats, device="meta"),
+            torch.empty(n, dtype=stats, device="meta"))
+
+
+def addmm_form(bias, mat1, mat2, *scales):
+    """addmm on meta (PyTorch's is a Python decomposition): (n, k) @ (k, m) -> (n, m)."""
+    if mat1.dim() != 2 or mat2.dim() != 2 or mat1.shape[1] != mat2.shape[0]:
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied "
+                           f"({'x'.join(map(str, mat1.shape))} and "
+                           f"{'x'.join(map(str, mat2.shape))})")
+    dtype = torch.promote_types(mat1.dtype, mat2.dtype)
+    return torch.empty((mat1.shape[0], mat2.shape[1]), dtype=dtype, device="meta")
+
+
+def cat_form(tensors, dim=0):
+    """torch.cat of contiguous meta tensors (PyTorch's meta version is Python); None (run it)
+    for other layouts, whose output layout follows rules not repeated here."""
+    tensors = [t for t in tensors if t.dim() != 1 or t.shape[0] != 0]  # legacy empty inputs
+    if not tensors or any(not t.is_contiguous() for t in tensors):
+        return None
+    first = tensors[0]
+    dim %= first.dim()
+    rest = [n for i, n in enumerate(first.shape) if i != dim]
+    if any(t.dim() != first.dim() or [n for i, n in enumerate(t.shape) if i != dim] != rest
+           for t in tensors):
+        raise RuntimeError("torch.cat: sizes of tensors must match except in dimension "
+                           f"{dim}: got {', '.join('x'.join(map(str, t.shape)) for t in tensors)}")
+    shape = list(first.shape)
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def mean_form(x, dim=None, keepdim=False, dtype=None):
+    """mean / sum over dims of a contiguous meta tensor (global pooling's form); None (run it)
+    otherwise."""
+    if not x.is_contiguous() or not x.dtype.is_floating_point:
+        return None
+    dims = {d % x.dim() for d in ([] if dim is None else [dim] if isinstance(dim, int) else dim)}
+    dims = dims or set(range(x.dim()))
+    shape = [1 if i in dims else n for i, n in enumerate(x.shape) if keepdim or i not in dims]
+    return torch.empty(shape, dtype=dtype or x.dtype, device="meta")
+
+
+def _window_sizes(x, nd, kernel, stride, padding, dilation, ceil=False) -> list[int]:
+    """Output lengths of a conv / pooling window over the last nd dims; RuntimeError when one
+    would be empty (the message PyTorch gives)."""
+    def per_axis(v):
+        v = [v] if isinstance(v, int) else list(v)
+        return v * nd if len(v) == 1 else v
+
+    kernel, padding, dilation = per_axis(kernel), per_axis(padding), per_axis(dilation)
+    stride = per_axis(stride) if stride else kernel
+    sizes = [conv_output_size(n, k, s, p, d, ceil) for n, k, s, p, d in
+             zip(x.shape[x.dim() - nd:], kernel, stride, padding, dilation, strict=True)]
+    if min(sizes) < 1:
+        raise RuntimeError(f"Given input size {tuple(x.shape)}, calculated output size "
+                           f"{tuple(sizes)}: output size is too small")
+    return sizes
+
+
+def conv_form(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """aten.convolution on contiguous meta tensors (PyTorch's meta version is Python, and
+    its first call imports sympy: about a second); None (run it) otherwise."""
+    if transposed or not (x.is_contiguous() and weight.is_contiguous()):
+        return None
+    nd = weight.dim() - 2
+    if x.dim() != nd + 2 or x.shape[1] != weight.shape[1] * groups:
+        raise RuntimeError(f"expected input {tuple(x.shape)} to have "
+                           f"{weight.shape[1] * groups} channels, but got {x.shape[1]} channels")
+    sizes = _window_sizes(x, nd, list(weight.shape[2:]), stride, padding, dilation)
+    return torch.empty((x.shape[0], weight.shape[0], *sizes), dtype=x.dtype, device="meta")
+
+
+def pool_form(nd: int, indices: bool):
+    """max / avg pooling on contiguous meta tensors; None (run it) otherwise."""
+    def form(x, kernel, stride=(), padding=0, *rest):
+        if not x.is_contiguous():
+            return None
+        dilation = rest[0] if indices and rest else 1
+        ceil = bool(rest[1] if indices else rest[0]) if len(rest) > (1 if indices else 0) \
+            else False
+        sizes = _window_sizes(x, nd, kernel, stride, padding, dilation, ceil)
+        out = torch.empty((*x.shape[:x.dim() - nd], *sizes), dtype=x.dtype, device="meta")
+        return (out, torch.empty(out.shape, dtype=torch.int64, device="meta")) if indices \
+            else out
+    return form
+
+
+def adaptive_form(x, size, indices: bool):
+    """Adaptive pooling of a contiguous meta tensor to `size`; None (run it) otherwise."""
+    if not x.is_contiguous() or min(x.shape[x.dim() - len(size):]) < 1:
+        return None  # (PyTorch's own error for an empty map)
+    out = torch.empty((*x.shape[:x.dim() - len(size)], *size), dtype=x.dtype, device="meta")
+    return (out, torch.empty(out.shape, dtype=torch.int64, device="meta")) if indices else out
+
+
+def _empty_like_form(x, **kw):
+    same = (kw.get("dtype") in (None, x.dtype) and kw.get("device") in (None, x.device)
+            and kw.get("memory_format") in (None, torch.preserve_format))
+    return _like(x) if same else None
+
+
+def _batch_norm(x, w, b, *rest, **_):
+    # native_batch_norm / _native_batch_norm_legit: (running mean, running var, training, ...);
+    # the no_stats overload: (training, momentum, eps)
+    return batch_norm_forms(x, w, b, bool(rest[2] if len(rest) > 3 else rest[0]))
+
+
+# ops whose output forms cnnlab computes itself (a form function returns None to run the op)
+_OWN_FORMS = {
+    aten.convolution: conv_form, aten.addmm: addmm_form, aten.cat: cat_form,
+    aten.mean: mean_form, aten.sum: mean_form,
+    aten.max_pool1d_with_indices: pool_form(1, True), aten.avg_pool1d: pool_form(1, False),
+    aten.max_pool2d_with_indices: pool_form(2, True), aten.avg_pool2d: pool_form(2, False),
+    aten._adaptive_avg_pool2d: lambda x, size: adaptive_form(x, size, False),
+    aten.adaptive_max_pool2d: lambda x, size: adaptive_form(x, size, True),
+    aten.native_batch_norm: _batch_norm, aten._native_batch_norm_legit: _batch_norm,
+    aten._native_batch_norm_legit_no_training:
+        lambda x, w, b, *_, **__: batch_norm_forms(x, w, b, False),
+    aten.index_copy: lambda x, *_, **__: _like(x), aten.empty_like: _empty_like_form,
+}
+_KERNELS = CONV_OPS | POOL_OPS | set(_OWN_FORMS)  # cached by form beside pointwise ops
+
+
+class Mode(TorchDispatchMode):
+    """A dispatch mode that never runs under torch.compile. TorchDispatchMode wraps every
+    subclass's handler in torch._dynamo.disable unless told otherwise; the wrapper costs a few
+    microseconds per op, and its first call imports torch._dynamo (about 1.2 s here): most of
+    the first summary's time in a fresh process."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+
+class FastMeta(Mode):
     """A plain meta pass with the cache above (used to check that an input size fits)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -96,7 +297,7 @@ _RANDOM = {aten.uniform_, aten.normal_, aten.fill_, aten.zero_, aten.copy_, aten
            aten.exponential_, aten.bernoulli_, aten.log_normal_, aten.cauchy_, aten.geometric_}
 
 
-class SkipInit(TorchDispatchMode):
+class SkipInit(Mode):
     """Build a model on the meta device without running its weight initialisation: in-place
     writes to meta tensors (normal_, uniform_, zero_, ...) have no values to write, yet their
     meta kernels cost Python time (a second of resnet1202's construction)."""
@@ -109,6 +310,32 @@ class SkipInit(TorchDispatchMode):
                 and func._schema.arguments[0].alias_info.is_write):
             return first  # a value-only write (never a resize or a view change)
         return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def on_meta(module: nn.Module, dtype: torch.dtype | None = None):
+    """The module with meta stand-ins for its parameters and buffers (same shapes, dtypes and
+    requires_grad; a shared tensor gets one shared stand-in) for the duration of the block, and
+    its own tensors back afterwards: a built model is analysed without copying its weights.
+    With `dtype`, floating-point stand-ins take that dtype (and meta tensors are swapped too)."""
+    swapped, stand_ins = [], {}
+    for m in module.modules():
+        for store in (m._parameters, m._buffers):
+            for key, t in store.items():
+                if t is None or (t.device.type == "meta" and dtype in (None, t.dtype)):
+                    continue
+                if id(t) not in stand_ins:
+                    kind = dtype if dtype is not None and t.is_floating_point() else t.dtype
+                    fake = torch.empty_strided(t.shape, t.stride(), dtype=kind, device="meta")
+                    stand_ins[id(t)] = nn.Parameter(fake, t.requires_grad) \
+                        if isinstance(t, nn.Parameter) else fake
+                swapped.append((store, key, t))
+                store[key] = stand_ins[id(t)]
+    try:
+        yield module
+    finally:
+        for store, key, t in swapped:
+            store[key] = t
 
 
 def fits(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> bool:

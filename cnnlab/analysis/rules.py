@@ -15,12 +15,27 @@ from fractions import Fraction
 
 import torch
 
-from cnnlab.analysis.arithmetic import ReceptiveField, min_input_size
+from cnnlab.analysis.arithmetic import ReceptiveField, conv_output_size, min_input_size
 
 aten = torch.ops.aten
 Rule = Callable[[int], int]  # required output length -> required input length
-_SAME: Rule = lambda m: m  # noqa: E731
-_ONE: Rule = lambda m: 1  # noqa: E731
+# A rule's `forward` attribute, where it has one, runs the edge the other way (input length ->
+# output length) so that a candidate input size can be checked on the graph without a pass
+# (Tracer.sizes_fit); ANY_LENGTH: the output keeps its length whatever the input's (adaptive
+# pooling, reductions). A rule without one needs the input length the pass saw (a view to a
+# fixed shape, a Linear after a flatten, a broadcast of one unit).
+ANY_LENGTH = object()
+
+
+def _rule(backward: Rule, forward=None) -> Rule:
+    backward.forward = forward
+    return backward
+
+
+_SAME: Rule = _rule(lambda m: m, lambda n: n)
+_SAME_EXACT: Rule = lambda m: m  # noqa: E731  (the same length, and only the one seen)
+_ONE: Rule = lambda m: 1  # noqa: E731  (the length seen)
+_ANY: Rule = _rule(lambda m: 1, ANY_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -30,9 +45,11 @@ class Axis:
     dim: int | None  # the tensor dimension indexing it; None once reduced or flattened away
     rf: ReceptiveField
     whole: bool = False  # every unit sees the whole map (global pooling, flatten)
-    stride: Fraction = Fraction(1)  # product of strides: input pixels per step along `dim`.
+    stride: Fraction | int = 1  # product of strides: input pixels per step along `dim`.
     # Usually rf.jump; after a squeeze-excitation gate every unit sees the same (whole) field,
     # so rf.jump is 0 while the map still steps `stride` pixels per unit.
+    path: ReceptiveField | None = None  # the field with global gates left out (the conv path),
+    # None while it equals rf
 
 
 @dataclass(frozen=True)
@@ -92,9 +109,11 @@ def window(x, xi, nd, kernel, stride, pad, dil, ceil) -> Result:
             edges.append((xi, a, _SAME))
             continue
         k, s, p, d = (v[ax.dim - first] for v in (kernel, stride, pad, dil))
-        axes.append(replace(ax, rf=ax.rf.then(k, s, p, d), stride=ax.stride * s))
-        edges.append((xi, a, lambda m, k=k, s=s, p=p, d=d: min_input_size(m, k, s, p, d,
-                                                                           ceil)))
+        path = None if ax.path is None else ax.path.then(k, s, p, d)
+        axes.append(replace(ax, rf=ax.rf.then(k, s, p, d), stride=ax.stride * s, path=path))
+        edges.append((xi, a, _rule(
+            lambda m, k=k, s=s, p=p, d=d: min_input_size(m, k, s, p, d, ceil),
+            lambda n, k=k, s=s, p=p, d=d: conv_output_size(n, k, s, p, d, ceil))))
     return axes, edges
 
 
@@ -107,16 +126,18 @@ def adaptive(x, xi, size) -> Result:
             axes.append(ax)
             continue
         n, m = x.shape[ax.dim], size[ax.dim - first]
+        path = None
         if n % m == 0:
             rf = ax.rf.then(n // m, n // m)
+            path = None if ax.path is None or m == 1 else ax.path.then(n // m, n // m)
         else:  # bins [floor(i*n/m), ceil((i+1)*n/m)) differ in width: report the widest
             widest = max(-(-(i + 1) * n // m) - i * n // m for i in range(m))
             first_bin = -(-n // m)
             rf = ReceptiveField(ax.rf.size + (widest - 1) * ax.rf.jump,
                                 ax.rf.jump * Fraction(n, m),
                                 ax.rf.start + Fraction(first_bin - 1, 2) * ax.rf.jump)
-        axes.append(Axis(ax.dim, rf, m == 1, ax.stride * Fraction(n, m)))
-    return axes, [(xi, a, _ONE) for a in range(len(axes))]
+        axes.append(Axis(ax.dim, rf, m == 1, ax.stride * Fraction(n, m), path))
+    return axes, [(xi, a, _ANY) for a in range(len(axes))]
 
 
 def matmul(packet, a, o, info) -> Result:
@@ -153,22 +174,33 @@ def merge_axes(axes: list[Axis], o) -> Axis:
     fields = [(ax.rf, 1 if ax.dim is None else n) for ax in axes]
     rf = fields[0][0] if len(fields) == 1 else ReceptiveField.merge(fields, n)
     strides = [ax.stride for ax in axes if ax.dim is not None] or [ax.stride for ax in axes]
-    return Axis(dim, rf, all(ax.whole for ax in axes), max(strides))
+    # the conv path leaves out broadcast inputs (a squeeze-excitation gate's single unit)
+    moving = [ax for ax in axes if ax.dim is not None]
+    path = None
+    if moving and (len(moving) < len(axes) or any(ax.path is not None for ax in moving)):
+        paths = [(ax.path or ax.rf, n) for ax in moving]
+        path = paths[0][0] if len(paths) == 1 else ReceptiveField.merge(paths, n)
+        path = None if path == rf else path
+    return Axis(dim, rf, all(ax.whole for ax in axes), max(strides), path)
 
 
 def same_place(o, inputs) -> Result:
     """Elementwise ops, normalisation, concatenation: each unit sees the union of what the
     inputs' units at its position see (broadcast inputs: their single unit)."""
+    if len(inputs) == 1 and inputs[0][0].shape == o.shape:  # one input, same map: unchanged
+        info = inputs[0][1]
+        return list(info.axes), [(info, i, _SAME) for i in range(len(info.axes))]
     merged: list[list[Axis]] = [[] for _ in inputs[0][1].axes]
     edges = []
     for t, info in inputs:
         shift = o.dim() - t.dim()
         for i, ax in enumerate(info.axes):
             if ax.dim is None or t.shape[ax.dim] == 1 < o.shape[ax.dim + shift]:
-                merged[i].append(replace(ax, dim=None))  # broadcast: one fixed field
+                merged[i].append(Axis(None, ax.rf, ax.whole, ax.stride, ax.path))  # broadcast
                 edges.append((info, i, _ONE))
             else:
-                merged[i].append(replace(ax, dim=ax.dim + shift))
+                merged[i].append(ax if not shift else
+                                 Axis(ax.dim + shift, ax.rf, ax.whole, ax.stride, ax.path))
                 edges.append((info, i, _SAME))
     return [merge_axes(axs, o) for axs in merged], edges
 
@@ -194,7 +226,8 @@ def reduce(x, xi, dims, keepdim) -> Result:
         else:
             shift = 0 if keepdim else sum(d < ax.dim for d in dims)
             axes.append(replace(ax, dim=ax.dim - shift))
-    return axes, [(xi, a, _ONE) for a in range(len(axes))]
+    return axes, [(xi, a, _ANY if ax.dim is None or ax.dim in dims else _ONE)
+                  for a, ax in enumerate(xi.axes)]
 
 
 def pad(x, xi, widths) -> Result:
@@ -208,8 +241,10 @@ def pad(x, xi, widths) -> Result:
             continue
         lo, hi = widths[2 * i], widths[2 * i + 1]
         rf = replace(ax.rf, start=ax.rf.start - lo * ax.rf.jump)
-        axes.append(replace(ax, rf=rf))
-        edges.append((xi, a, lambda m, t=lo + hi: max(1, m - t)))
+        path = None if ax.path is None else \
+            replace(ax.path, start=ax.path.start - lo * ax.path.jump)
+        axes.append(replace(ax, rf=rf, path=path))
+        edges.append((xi, a, _rule(lambda m, t=lo + hi: max(1, m - t), lambda n, t=lo + hi: n + t)))
     return axes, edges
 
 
@@ -230,13 +265,16 @@ def view(o, x, xi, expand: bool) -> Result:
             axes.append(replace(ax, dim=keep[ax.dim], rf=rf))
         else:  # flattened into features: the layer that follows mixes all positions
             axes.append(Axis(None, ax.rf.whole(x.shape[ax.dim]), True))
-    return axes, [(xi, a, _SAME if axes[a].dim is not None else _ONE) for a in range(len(axes))]
+    return axes, [(xi, a, _SAME_EXACT if axes[a].dim is not None else _ONE)
+                  for a in range(len(axes))]
 
 
 def slice_(x, xi, dim, start, end, step) -> Result:
     """x[..., start::step] along a spatial dim: a strided, shifted subset of the units."""
     dim %= x.dim()
     n = x.shape[dim]
+    forward = None if start is not None and start < 0 else \
+        lambda n, s0=start or 0, end=end, st=step: len(range(n)[s0:end:st])
     start = 0 if start is None else min(max(start + n if start < 0 else start, 0), n)
     axes, edges = [], []
     for a, ax in enumerate(xi.axes):
@@ -245,8 +283,10 @@ def slice_(x, xi, dim, start, end, step) -> Result:
             edges.append((xi, a, _SAME))
             continue
         rf = ReceptiveField(ax.rf.size, ax.rf.jump * step, ax.rf.start + start * ax.rf.jump)
-        axes.append(replace(ax, rf=rf, stride=ax.stride * step))
-        edges.append((xi, a, lambda m, s0=start, st=step: s0 + (m - 1) * st + 1))
+        path = None if ax.path is None else ReceptiveField(
+            ax.path.size, ax.path.jump * step, ax.path.start + start * ax.path.jump)
+        axes.append(replace(ax, rf=rf, stride=ax.stride * step, path=path))
+        edges.append((xi, a, _rule(lambda m, s0=start, st=step: s0 + (m - 1) * st + 1, forward)))
     return axes, edges
 
 
@@ -278,7 +318,8 @@ def move(packet, a, x, xi) -> Result:
             idx = a.get("index", 0) % x.shape[ax.dim] if packet is aten.select else 0
             axes.append(Axis(None, replace(ax.rf, start=ax.rf.start + idx * ax.rf.jump),
                              ax.whole))
-    return axes, [(xi, i, _SAME if axes[i].dim is not None else _ONE) for i in range(len(axes))]
+    same = _SAME_EXACT if packet is aten.squeeze else _SAME  # squeeze drops the 1s it finds
+    return axes, [(xi, i, same if axes[i].dim is not None else _ONE) for i in range(len(axes))]
 
 
 def mixing(packet, a, x, xi) -> Result:
@@ -297,4 +338,5 @@ def mixing(packet, a, x, xi) -> Result:
             whole = ax.rf.whole(x.shape[ax.dim])
             ax = Axis(ax.dim, replace(whole, jump=Fraction(0)), True, ax.stride)
         axes.append(ax)
-    return axes, [(xi, i, _SAME) for i in range(len(axes))]
+    same = _SAME_EXACT if packet is aten.native_layer_norm else _SAME  # a fixed shape
+    return axes, [(xi, i, same) for i in range(len(axes))]

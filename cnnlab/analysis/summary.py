@@ -1,10 +1,11 @@
 """A per-layer table of any network from one forward pass on the meta device.
 
 trace (cnnlab.analysis.trace) -> records (LayerRow) -> totals (Totals) -> formatting (Summary).
-The pass allocates no memory and computes nothing: efficientnet_b7 at 600x600 takes about 0.3 s
-of CPU time, resnet1202 about 1.5 s (0.6 s of it building its 4,200 modules). Conventions: see
-cnnlab.analysis.arithmetic (MACs of conv / linear layers only; receptive fields in input pixels,
-padding included).
+The pass allocates no memory and computes nothing (speed against torchinfo:
+benchmarks/bench_vs_torchinfo.py). Conventions: cnnlab.analysis.arithmetic (MACs of conv / linear
+layers only; receptive fields in input pixels, padding included), cnnlab.analysis.costs (the
+optional op costs), cnnlab.analysis.memory (the training-memory estimate); all in the README's
+"Analysis conventions".
 
 >>> s = summarize("resnet50")
 >>> s.totals.macs, s.totals.receptive_field
@@ -13,27 +14,27 @@ padding included).
 
 from __future__ import annotations
 
-import copy
 import csv
 import gc
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 
 import torch
 from torch import nn
 
-from cnnlab.analysis import meta, trace
+from cnnlab.analysis import memory, meta, trace
 from cnnlab.analysis.arithmetic import ReceptiveField
 from cnnlab.analysis.trace import Info, TooSmall, Tracer
 from cnnlab.errors import InputTooSmallError, UsageError
 
-SCHEMA = "cnnlab.summary/1"
+SCHEMA = "cnnlab.summary/2"
+OP_COLUMNS = ("bn_ops", "act_ops", "pool_ops", "eltwise_ops")  # cnnlab.analysis.costs
 
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One call of one layer (or a folded group of layers)."""
+    """One call of one layer (or a folded group of layers). Counts are per image."""
 
     name: str  # dotted module path, e.g. "layer1.0.conv1"
     type: str  # class name, e.g. "Conv2d"
@@ -41,9 +42,18 @@ class LayerRow:
     output_shape: tuple[int, ...] | None  # batch of 1 (2 in train mode, for batch norm)
     params_trainable: int  # the layer's own parameters; a shared one is counted where first used
     params_frozen: int
-    macs: int  # per image
+    macs: int  # conv / linear multiply-adds, dense kernels as run
     receptive_field: tuple[float, ...] | None  # per spatial axis (H, W), input pixels
     jump: tuple[float, ...] | None  # distance between neighbouring units, input pixels
+    input_shape: tuple[int, ...] | None = None  # the first tensor argument of the call
+    kernel_shape: tuple[int, ...] | None = None  # weight of its conv / linear (None: folded)
+    bn_ops: int = 0  # op costs beside the MACs (conventions: cnnlab.analysis.costs)
+    act_ops: int = 0
+    pool_ops: int = 0
+    eltwise_ops: int = 0
+    activation_bytes: int = 0  # bytes of the tensors its ops create (forward, fp32)
+    macs_connected: int = 0  # MACs of the connections its parameters define (LeNet-5's C3)
+    conv_path_receptive_field: tuple[float, ...] | None = None  # gates left out (SE nets)
 
     @property
     def params(self) -> int:
@@ -59,13 +69,23 @@ class Totals:
     params_trainable: int  # every parameter of the model, each counted once
     params_frozen: int
     params_unused: int  # parameters no module used in the eval pass (GoogLeNet's aux heads)
-    macs: int
+    macs: int  # per image, dense kernels as run (the convention of the papers' counts)
     depth: int  # weighted layers (conv, linear) on the longest input-to-output path
     weight_layers: int  # conv and linear layers run (ResNet-50: 53 convs + 1 fc = 54)
     receptive_field: tuple[float, ...] | None  # of the last feature map before global pooling
     jump: tuple[float, ...] | None
     output_shape: tuple[int, ...] | None
     min_input_size: tuple[int, ...]  # smallest (C, H, W) the network accepts
+    macs_connected: int = 0  # MACs counting only connections the parameters define
+    train_macs: int = 0  # MACs of one training step (forward + backward), per image
+    bn_ops: int = 0
+    act_ops: int = 0
+    pool_ops: int = 0
+    eltwise_ops: int = 0
+    param_bytes: int = 0  # parameters in their own dtype
+    activation_bytes: int = 0  # tensors created by a forward pass, per image
+    conv_path_receptive_field: tuple[float, ...] | None = None  # without global gates
+    training_memory: dict | None = None  # cnnlab.analysis.memory, when a batch was given
 
     @property
     def params(self) -> int:
@@ -74,19 +94,22 @@ class Totals:
 
 @dataclass(repr=False)
 class Summary:
-    """What `summarize` found: `rows` (leaf layers), `totals`; `render()`, `to_dict()`,
-    `to_csv()` and `fold(depth)` present them."""
+    """What `summarize` found: `rows` (leaf layers), `totals`, `by_op`; `render()`,
+    `to_dict()`, `to_csv()`, `render_by_op()` and `fold(depth)` present them."""
 
     model: str
     input_size: tuple[int, ...]
     rows: list[LayerRow]  # leaf layers in execution order
     totals: Totals
-    unknown_ops: list[dict] = field(default_factory=list)  # {"module", "op", "count"}
+    # {"module", "op", "count", "missing": "cost" | "receptive_field"}
+    unknown_ops: list[dict] = field(default_factory=list)
     # exact fields of the last feature map (totals.receptive_field), with each unit's centre
     fields: tuple[ReceptiveField, ...] | None = None
     notes: list[str] = field(default_factory=list)  # facts a reader of the table needs
     _types: dict[str, str] = field(default_factory=dict, repr=False)  # path -> class name
     _outputs: dict[str, LayerRow] = field(default_factory=dict, repr=False)  # container calls
+    # per ATen op: {"op", "calls", "macs", "bn_ops", ..., "activation_bytes"}, costliest first
+    by_op: list[dict] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return (f"Summary(model={self.model!r}, input_size={self.input_size}, "
@@ -98,7 +121,8 @@ class Summary:
 
     def fold(self, depth: int | None = None) -> list[LayerRow]:
         """Rows aggregated under module paths of at most `depth` components (None: leaves).
-        A group shows the output of its container module when that module ran as a whole."""
+        A group shows the input and output of its container module when that module ran as a
+        whole, sums the counts, and has no kernel shape."""
         if not depth:
             return list(self.rows)
         groups: list[list[LayerRow]] = []
@@ -114,80 +138,127 @@ class Summary:
             if len(rows) == 1 and rows[0].name == prefix:
                 folded.append(rows[0])
                 continue
-            out = self._outputs.get(prefix, rows[-1])
-            folded.append(LayerRow(
-                prefix, self._types.get(prefix, rows[0].type), 1, out.output_shape,
-                sum(r.params_trainable for r in rows), sum(r.params_frozen for r in rows),
-                sum(r.macs for r in rows), out.receptive_field, out.jump))
+            whole = prefix in self._outputs  # the container ran as a whole: its own counts
+            out = self._outputs[prefix] if whole else rows[-1]  # include its own ops (a +)
+            sums = {k: sum(getattr(r, k) for r in rows)
+                    for k in (_PARAMS if whole else (*_PARAMS, *_SUMMED))}
+            folded.append(replace(
+                out, name=prefix, type=self._types.get(prefix, rows[0].type), call=1,
+                input_shape=out.input_shape if whole else rows[0].input_shape,
+                kernel_shape=None, **sums))
         return folded
 
+    def params_percent(self, row: LayerRow) -> float:
+        """The row's share of all parameters, in percent (rounded to 0.01)."""
+        return round(100 * row.params / self.totals.params, 2) if self.totals.params else 0.0
+
     def to_dict(self, depth: int | None = None) -> dict:
-        """The stable JSON form (`cnnlab summary --json`), schema "cnnlab.summary/1":
-
-        {"schema": "cnnlab.summary/1", "model": str, "input_size": [C, H, W],
-         "totals": {"params", "params_trainable", "params_frozen", "params_unused", "macs",
-                    "depth", "weight_layers": int, "receptive_field": [H, W] | null,
-                    "jump": [H, W] | null, "output_shape": [...], "min_input_size": [C, H, W]},
-         "layers": [{"name": str, "type": str, "call": int, "output_shape": [...] | null,
-                     "params", "params_trainable", "params_frozen", "macs": int,
-                     "receptive_field": [H, W] | null, "jump": [H, W] | null}, ...],
-         "unknown_ops": [{"module": str, "op": str, "count": int}, ...],
-         "notes": [str, ...]}
-
-        Shapes are for a batch of 1 (2 with train=True); MACs are per image and count conv and
-        linear multiply-adds only; receptive fields and jumps are in input pixels, padding
-        included (a jump may be fractional after adaptive pooling); rows whose units see the
-        whole map (after global pooling or a flatten) have jump null. depth is the number of
-        weighted layers on the longest input-to-output path, weight_layers the number run;
-        params_unused counts parameters of modules the pass never ran (auxiliary heads in
-        eval); min_input_size is the smallest input that works in eval and train mode.
-        """
-        totals = asdict(self.totals)
-        totals = {"params": self.totals.params, **totals}
+        """The stable JSON form (`cnnlab summary --json`), schema "cnnlab.summary/2" (fields and
+        conventions: README, "Analysis conventions")."""
+        totals = {"params": self.totals.params, **asdict(self.totals)}
         layers = [{"name": r.name, "type": r.type, "call": r.call,
-                   "output_shape": _list(r.output_shape), "params": r.params,
+                   "input_shape": _list(r.input_shape), "output_shape": _list(r.output_shape),
+                   "kernel_shape": _list(r.kernel_shape), "params": r.params,
                    "params_trainable": r.params_trainable, "params_frozen": r.params_frozen,
-                   "macs": r.macs, "receptive_field": _list(r.receptive_field),
-                   "jump": _list(r.jump)} for r in self.fold(depth)]
+                   "params_percent": self.params_percent(r), "macs": r.macs,
+                   "macs_connected": r.macs_connected,
+                   **{k: getattr(r, k) for k in OP_COLUMNS},
+                   "activation_bytes": r.activation_bytes,
+                   "receptive_field": _list(r.receptive_field), "jump": _list(r.jump),
+                   "conv_path_receptive_field": _list(r.conv_path_receptive_field)}
+                  for r in self.fold(depth)]
         return {"schema": SCHEMA, "model": self.model, "input_size": list(self.input_size),
                 "totals": {k: _list(v) if isinstance(v, tuple) else v for k, v in totals.items()},
-                "layers": layers, "unknown_ops": list(self.unknown_ops),
-                "notes": list(self.notes)}
+                "layers": layers, "by_op": [dict(op) for op in self.by_op],
+                "unknown_ops": [dict(u) for u in self.unknown_ops], "notes": list(self.notes)}
 
     def to_csv(self, depth: int | None = None) -> str:
-        """One row per layer: name,type,call,output_shape,params_trainable,params_frozen,macs,
-        receptive_field,jump (shapes and fields written as 1x64x112x112 / 11x11)."""
+        """One row per layer, the JSON layer fields in the same order (shapes and fields
+        written as 1x64x112x112 / 11x11)."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["name", "type", "call", "output_shape", "params_trainable",
-                         "params_frozen", "macs", "receptive_field", "jump"])
-        for r in self.fold(depth):
-            writer.writerow([r.name, r.type, r.call, _x(r.output_shape), r.params_trainable,
-                             r.params_frozen, r.macs, _x(r.receptive_field), _x(r.jump)])
+        layers = self.to_dict(depth)["layers"]
+        head = [k for k in layers[0] if k != "params"] if layers else []
+        writer.writerow(head)
+        for layer in layers:
+            writer.writerow([_x(v) if isinstance(v, list) or v is None else v
+                             for k, v in layer.items() if k != "params"])
         return buf.getvalue()
 
-    def render(self, depth: int | None = None) -> str:
-        """A fixed-width table (layers folded to `depth`) and a totals line."""
-        head = ("layer (type)", "output", "params", "MACs", "RF", "jump")
-        body = [(f"{'  ' * (r.level - 1)}{r.name} ({r.type})" + (f" #{r.call}" if r.call > 1
+    def render(self, depth: int | None = None, op_costs: bool = False) -> str:
+        """A fixed-width table (layers folded to `depth`) and the totals; `op_costs` adds the
+        BN / activation / pooling / element-wise columns."""
+        head = ("layer (type)", "input", "output", "kernel", "params", "%", "MACs", "RF", "jump")
+        head += ("BN", "act", "pool", "eltwise") if op_costs else ()
+        body = []
+        for r in self.fold(depth):
+            line = (f"{'  ' * (r.level - 1)}{r.name} ({r.type})" + (f" #{r.call}" if r.call > 1
                                                                     else ""),
-                 _x(r.output_shape[1:] if r.output_shape else None), f"{r.params:,}",
-                 f"{r.macs:,}", _x(r.receptive_field), _x(r.jump)) for r in self.fold(depth)]
+                    _x(r.input_shape[1:] if r.input_shape else None),
+                    _x(r.output_shape[1:] if r.output_shape else None), _x(r.kernel_shape),
+                    f"{r.params:,}", f"{self.params_percent(r):.2f}", f"{r.macs:,}",
+                    _x(r.receptive_field), _x(r.jump))
+            body.append(line + (tuple(f"{getattr(r, k):,}" for k in OP_COLUMNS)
+                                if op_costs else ()))
         lines = [f"{self.model}  input {_x(self.input_size)}", *format_table(head, body),
-                 self.totals_line()]
-        if self.unknown_ops:
-            ops = ", ".join(f"{u['op']} in {u['module']}" for u in self.unknown_ops[:5])
+                 *self.totals_lines(op_costs)]
+        missing_rf = [u for u in self.unknown_ops if u["missing"] == "receptive_field"]
+        if missing_rf:
+            ops = ", ".join(f"{u['op']} in {u['module']}" for u in missing_rf[:5])
             lines.append(f"receptive fields are not exact after ops cnnlab does not model: {ops}")
+        missing_cost = [u for u in self.unknown_ops if u["missing"] == "cost"]
+        if missing_cost:
+            ops = ", ".join(f"{u['op']} x{u['count']} in {u['module']}" for u in missing_cost[:5])
+            lines.append(f"ops without a cost formula (not counted): {ops}")
         lines += self.notes
         return "\n".join(lines)
 
-    def totals_line(self) -> str:
+    def totals_lines(self, op_costs: bool = False) -> list[str]:
         t = self.totals
         frozen = f" ({t.params_frozen:,} frozen)" if t.params_frozen else ""
         unused = f", {t.params_unused:,} unused in eval" if t.params_unused else ""
-        return (f"params {t.params:,}{frozen}{unused} | MACs {t.macs:,} ({si_units(t.macs)}) | "
-                f"depth {t.depth} | RF {_x(t.receptive_field)} jump {_x(t.jump)} | "
-                f"min input {_x(t.min_input_size)}")
+        lines = [f"params {t.params:,}{frozen}{unused} | MACs {t.macs:,} ({si_units(t.macs)}) | "
+                 f"depth {t.depth} | RF {_x(t.receptive_field)} jump {_x(t.jump)} | "
+                 f"min input {_x(t.min_input_size)}",
+                 f"training step {si_units(t.train_macs)} MACs per image | params "
+                 f"{_bytes(t.param_bytes)} | forward activations {_bytes(t.activation_bytes)} "
+                 f"per image"]
+        if t.conv_path_receptive_field is not None:
+            lines.append(f"RF of the conv path (global gates left out) "
+                         f"{_x(t.conv_path_receptive_field)}")
+        if op_costs:
+            lines.append("op costs: " + " | ".join(f"{k.removesuffix('_ops')} "
+                                                   f"{getattr(t, k):,}" for k in OP_COLUMNS))
+        if t.training_memory:
+            m = t.training_memory
+            lines.append(f"training memory at batch {m['batch']} ({m['dtype']}, {m['optimizer']})"
+                         f": {_bytes(m['total'])} = weights {_bytes(m['weights'])} + gradients "
+                         f"{_bytes(m['gradients'])} + optimizer {_bytes(m['optimizer_state'])} + "
+                         f"activations {_bytes(m['activations'])}")
+        return lines
+
+    def render_by_op(self) -> str:
+        """One line per ATen op: calls, MACs and their share, other op costs, bytes created."""
+        total = self.totals.macs or 1
+        head = ("op", "calls", "MACs", "% MACs", "other ops", "bytes created")
+        body = [(op["op"], f"{op['calls']:,}", f"{op['macs']:,}",
+                 f"{100 * op['macs'] / total:.2f}",
+                 f"{sum(op[k] for k in OP_COLUMNS):,}", _bytes(op["activation_bytes"]))
+                for op in self.by_op]
+        return "\n".join([f"{self.model}  input {_x(self.input_size)}  (per image)",
+                          *format_table(head, body, "<>>>>>")])
+
+
+_PARAMS = ("params_trainable", "params_frozen")
+_SUMMED = ("macs", "macs_connected", *OP_COLUMNS, "activation_bytes")
+
+
+def _bytes(n: int) -> str:
+    """1_234_567 -> '1.23 MB' (powers of 1000)."""
+    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
 
 
 def si_units(count: float) -> str:
@@ -248,14 +319,12 @@ def _resolve(model, input_size, model_kwargs) -> tuple[nn.Module, str, tuple[int
         raise UsageError(f"expected a model name or an nn.Module, got {type(model).__name__}")
     if input_size is None:
         raise UsageError("input_size=(C, H, W) is required when summarising a module")
-    tensors = [*model.parameters(), *model.buffers()]
-    if any(t.device.type != "meta" for t in tensors):
-        model = copy.deepcopy(model).to("meta")  # the caller's model stays where it is
     return model, type(model).__name__, tuple(input_size), []
 
 
 def summarize(model: str | nn.Module, input_size: tuple[int, ...] | None = None, *,
-              train: bool = False, **model_kwargs) -> Summary:
+              train: bool = False, batch: int | None = None, dtype: str = "fp32",
+              optimizer: str = "sgd_momentum", **model_kwargs) -> Summary:
     """Summarise a registered model (by name) or any nn.Module for a (C, H, W) input.
 
     A name is built on the meta device with `model_kwargs` (input_size defaults to its card's;
@@ -264,19 +333,36 @@ def summarize(model: str | nn.Module, input_size: tuple[int, ...] | None = None,
     to make before training, since training-only branches (GoogLeNet's auxiliary heads) may need
     a larger input. Raises InputTooSmallError when some layer's output would shrink to nothing.
     totals.min_input_size is the smallest input that works in both modes.
+
+    A module is analysed in place: its parameters and buffers are swapped for meta stand-ins
+    during the call (no weight is copied) and put back afterwards. With `batch`,
+    totals.training_memory estimates the memory of a training step at that batch size with
+    `dtype` ("fp32", "bf16", "fp16") activations and `optimizer` ("sgd", "sgd_momentum",
+    "adamw") state (conventions: cnnlab.analysis.memory).
     """
+    if batch is not None:
+        memory.check(dtype, optimizer, batch)
     collecting = gc.isenabled()
     gc.disable()  # thousands of short-lived records: collection pauses cost ~20% of the time
     try:
-        return _summarize(model, input_size, train, model_kwargs)
+        return _summarize(model, input_size, train, model_kwargs, (batch, dtype, optimizer))
     finally:
         if collecting:
             gc.enable()
 
 
-def _summarize(model, input_size, train: bool, model_kwargs) -> Summary:
+def _summarize(model, input_size, train: bool, model_kwargs, training) -> Summary:
     module, label, size, probes = _resolve(model, input_size, dict(model_kwargs))
     was_training = module.training
+    with meta.on_meta(module):
+        summary = _summarize_meta(module, label, size, probes, train, was_training)
+    if training[0] is not None:
+        estimate = memory.training_memory(module, size, *training)
+        summary.totals = replace(summary.totals, training_memory=estimate)
+    return summary
+
+
+def _summarize_meta(module, label, size, probes, train, was_training) -> Summary:
     try:
         tracer, min_size = _pass(module, label, size, probes, train)
         if not train and _unused(module, tracer):  # training-only branches: check them too
@@ -287,18 +373,25 @@ def _summarize(model, input_size, train: bool, model_kwargs) -> Summary:
             except UsageError:
                 pass  # they do not fit this size: the eval answer is all we know
     finally:
-        module.train(was_training)
+        _set_mode(module, was_training)
     return _build(module, label, size, tracer, min_size, 2 if train else 1)
 
 
 def _unused(module: nn.Module, tracer: Tracer) -> bool:
     """Whether some parameters belong to no module that ran (GoogLeNet's auxiliary heads)."""
-    used = {id(p) for c in tracer.calls for p in c.module.parameters(recurse=False)}
+    used = {id(p) for c in tracer.calls for p in trace.own_parameters(c.module)}
     return any(id(p) not in used for p in module.parameters())
 
 
+def _set_mode(module: nn.Module, train: bool) -> None:
+    """module.train(train), skipped where every submodule is in that mode already (train()
+    rewrites each module's attribute through nn.Module.__setattr__)."""
+    if any(m.training != train for m in module.modules()):
+        module.train(train)
+
+
 def _pass(module, label, size, probes, train: bool):
-    module.train(train)
+    _set_mode(module, train)
     batch = 2 if train else 1
     try:
         tracer = trace.run(module, size, batch)
@@ -343,21 +436,31 @@ def _build(module: nn.Module, label: str, size, tracer: Tracer, min_size, batch:
     for call in tracer.calls:
         counts[call.name] = counts.get(call.name, 0) + 1
         types.setdefault(call.name, type(call.module).__name__)
-        leaf = next(call.module.children(), None) is None
-        own = [p for p in call.module.parameters(recurse=False)]
-        rf, jump = _fields(call.output)
-        if not leaf and not own and not call.own_macs:
-            if counts[call.name] == 1 and call is not tracer.calls[0]:
-                outputs[call.name] = LayerRow(call.name, types[call.name], 1, call.output_shape,
-                                              0, 0, 0, rf, jump)
+        leaf = not call.module._modules  # (children() builds a generator per call)
+        own = [p for p in call.module._parameters.values() if p is not None]
+        if not leaf and not own and not call.own[trace.MACS]:
+            if counts[call.name] == 1 and call is not tracer.calls[0]:  # counts: inclusive
+                rf, jump = _fields(call.output)
+                path = _path_field(call.output)
+                n = _per_image(call.costs, batch)
+                outputs[call.name] = LayerRow(
+                    call.name, types[call.name], 1, call.output_shape, 0, 0, n["macs"], rf, jump,
+                    call.input_shape, None, **{k: n[k] for k in OP_COLUMNS},
+                    activation_bytes=n["activation_bytes"], macs_connected=n["macs_connected"],
+                    conv_path_receptive_field=path)
             continue
+        rf, jump = _fields(call.output)
+        path = _path_field(call.output)
         fresh = [p for p in own if id(p) not in seen]
         seen.update(id(p) for p in fresh)
         trainable = sum(p.numel() for p in fresh if p.requires_grad)
         frozen = sum(p.numel() for p in fresh if not p.requires_grad)
-        macs = (call.macs if leaf else call.own_macs) // batch  # per image
-        rows.append(LayerRow(call.name, types[call.name], counts[call.name], call.output_shape,
-                             trainable, frozen, macs, rf, jump))
+        n = _per_image(call.costs if leaf else call.own, batch)
+        rows.append(LayerRow(
+            call.name, types[call.name], counts[call.name], call.output_shape, trainable, frozen,
+            n["macs"], rf, jump, call.input_shape, call.kernel_shape,
+            **{k: n[k] for k in OP_COLUMNS}, activation_bytes=n["activation_bytes"],
+            macs_connected=n["macs_connected"], conv_path_receptive_field=path))
     result = [t for t in torch.utils._pytree.tree_leaves(tracer.result)
               if isinstance(t, torch.Tensor)]
     out_info = tracer.info(result[0]) if result else None
@@ -366,25 +469,57 @@ def _build(module: nn.Module, label: str, size, tracer: Tracer, min_size, batch:
     final = out_info if _local(out_info) else tracer.pooled if _local(tracer.pooled) else None
     params = {id(p): p for p in module.parameters()}
     rf, jump = _fields(final)
+    n = _per_image(tracer.totals, batch)
     totals = Totals(
         params_trainable=sum(p.numel() for p in params.values() if p.requires_grad),
         params_frozen=sum(p.numel() for p in params.values() if not p.requires_grad),
         params_unused=sum(p.numel() for i, p in params.items() if i not in seen),
-        macs=tracer.macs // batch,
+        macs=n["macs"],
         depth=out_info.depth if out_info else 0,
         weight_layers=tracer.weight_layers,
         receptive_field=rf, jump=jump,
         output_shape=tuple(result[0].shape) if result else None,
-        min_input_size=tuple(min_size))
-    unknown = [{"module": m, "op": op, "count": n} for (m, op), n in tracer.unknown.items()]
+        min_input_size=tuple(min_size),
+        macs_connected=n["macs_connected"], train_macs=n["train_macs"],
+        **{k: n[k] for k in OP_COLUMNS},
+        param_bytes=sum(p.numel() * p.element_size() for p in params.values()),
+        activation_bytes=n["activation_bytes"],
+        conv_path_receptive_field=_path_field(final))
+    unknown = [{"module": m, "op": op, "count": c, "missing": what}
+               for (m, op, what), c in tracer.unknown.items()]
+    by_op = sorted(({"op": op, "calls": v[0] // batch,
+                     **{k: c for k, c in _per_image(v[1:], batch).items()
+                        if k not in ("macs_connected", "train_macs")}}
+                    for op, v in tracer.by_op.items()),
+                   key=lambda o: (-o["macs"], -sum(o[k] for k in OP_COLUMNS), o["op"]))
+    notes = []
     # a map (not pooled) whose units all see one field: a gate pooled over the map reached it
     gated = next((c.name for c in sorted(tracer.calls, key=lambda c: c.end)
                   if c.output and c.output.axes and all(
         ax.dim is not None and not ax.whole and ax.rf.jump == 0 for ax in c.output.axes)), None)
-    notes = [f"from {gated} on, every unit sees the whole input: a global gate (such as "
-             f"squeeze-excitation) mixes all positions"] if gated else []
+    if gated:
+        notes.append(f"from {gated} on, every unit sees the whole input: a global gate (such as "
+                     f"squeeze-excitation) mixes all positions; the conv path alone sees "
+                     f"{_x(totals.conv_path_receptive_field)}")
+    sparse = [r.name for r in rows if r.macs_connected != r.macs]
+    if sparse:
+        notes.append(f"MACs count kernels as run, dense: {totals.macs:,}; counting only the "
+                     f"connections the parameters define ({', '.join(sparse)}): "
+                     f"{totals.macs_connected:,}. The totals use the dense count.")
     return Summary(label, tuple(size), rows, totals, unknown,
-                   tuple(ax.rf for ax in final.axes) if final else None, notes, types, outputs)
+                   tuple(ax.rf for ax in final.axes) if final else None, notes, types, outputs,
+                   by_op)
+
+
+def _per_image(counts: list[int], batch: int) -> dict[str, int]:
+    return {k: c // batch for k, c in zip(trace.COUNTS, counts, strict=True)}
+
+
+def _path_field(info: Info | None) -> tuple | None:
+    """The conv-path receptive field (global gates left out) where it differs from the field."""
+    if info is None or not any(ax.path is not None for ax in info.axes):
+        return None
+    return tuple(_num((ax.path or ax.rf).size) for ax in info.axes)
 
 
 def _local(info: Info | None) -> bool:

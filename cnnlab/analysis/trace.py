@@ -5,15 +5,20 @@ of a residual block or the `torch.cat` of an Inception block. So a `TorchDispatc
 every tensor: each carries, per input spatial axis, the receptive field of its units, the number
 of weighted layers on its longest path from the input, and a node in a small graph of size
 constraints (used to find the smallest input the network accepts). Module hooks keep the stack of
-running modules, so multiply-adds (from `torch.utils.flop_counter`'s formulas) and unknown ops are
-attributed to the module that ran them. `run` does one traced pass; `smallest` turns the graph
-into the smallest input that works.
+running modules, so multiply-adds (from `torch.utils.flop_counter`'s formulas), op costs
+(cnnlab.analysis.costs), bytes created and unknown ops are attributed to the module that ran
+them. Both the costs and the receptive-field rules are tables keyed by op; a miss is reported.
+`run` does one traced pass; `smallest` turns the graph into the smallest input that works, and
+checks it by running the graph forward (pure arithmetic over the recorded size rules) instead of
+a second pass wherever the graph models every op that sees the input's size. Python code in a
+model that checks sizes itself is not seen by the graph; such a model needs an op the graph does
+not model to fall back to a real pass.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,16 +26,24 @@ from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
 )
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
-from cnnlab.analysis import meta, rules
+from cnnlab.analysis import costs, meta, rules
 from cnnlab.analysis.arithmetic import ReceptiveField, conv_output_size
 from cnnlab.analysis.meta import CONV_OPS, POOL_OPS, cached, tensor_args
-from cnnlab.analysis.rules import Axis, Info, Rule, as_list, local
+from cnnlab.analysis.rules import Axis, Info, Rule, as_list
 
 aten = torch.ops.aten
+
+
+# What the pass adds up per op, per module call and in total (indices into Call.costs):
+# multiply-adds; the op-cost columns of cnnlab.analysis.costs; bytes of the tensors the ops
+# create (views and in-place results excluded); multiply-adds of the connections a sparse kernel
+# defines (LeNet-5's C3); multiply-adds of a training step (forward and backward).
+COUNTS = ("macs", *costs.COLUMNS, "activation_bytes", "macs_connected", "train_macs")
+MACS, ACT_BYTES, CONNECTED, TRAIN = (COUNTS.index(k) for k in (
+    "macs", "activation_bytes", "macs_connected", "train_macs"))
 
 
 @dataclass
@@ -40,8 +53,11 @@ class Call:
     name: str
     module: nn.Module
     index: int  # order in which calls started
-    macs: int = 0  # multiply-adds of every op run inside the call (descendants included)
-    own_macs: int = 0  # multiply-adds of ops run directly by this module
+    # COUNTS of every op run inside the call (descendants included), and of its own ops
+    costs: list[int] = field(default_factory=lambda: [0] * len(COUNTS))
+    own: list[int] = field(default_factory=lambda: [0] * len(COUNTS))
+    input_shape: tuple[int, ...] | None = None
+    kernel_shape: tuple[int, ...] | None = None  # the weight of the first conv / matmul it ran
     output_shape: tuple[int, ...] | None = None
     output: Info | None = None
     end: int = -1  # order in which calls finished
@@ -53,15 +69,18 @@ class TooSmall(Exception):  # noqa: N818  (internal signal, translated by summar
         self.call, self.out_shape = call, out_shape
 
 
+_SIGNATURES: dict = {}  # OpOverload -> (argument names, {name: default})
+
+
 def _bind(func, args, kwargs) -> dict:
     """Arguments of an ATen call by schema name, defaults filled in."""
-    bound = dict(kwargs)
-    for i, arg in enumerate(func._schema.arguments):
-        if i < len(args):
-            bound[arg.name] = args[i]
-        elif arg.name not in bound and arg.has_default_value():
-            bound[arg.name] = arg.default_value
-    return bound
+    sig = _SIGNATURES.get(func)
+    if sig is None:
+        schema = func._schema.arguments
+        sig = _SIGNATURES[func] = ([a.name for a in schema], {
+            a.name: a.default_value for a in schema if a.has_default_value()})
+    names, defaults = sig
+    return {**defaults, **dict(zip(names, args, strict=False)), **kwargs}  # args may stop early
 
 
 def _flops(packet, args, kwargs, out) -> int:
@@ -74,17 +93,39 @@ def _flops(packet, args, kwargs, out) -> int:
     return raw(*shapes, out_shape=out.shape if isinstance(out, torch.Tensor) else None)
 
 
-class Tracer(TorchDispatchMode):
+def own_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """module.parameters(recurse=False) without its walk over named_modules (called per op)."""
+    return list({id(p): p for p in module._parameters.values() if p is not None}.values())
+
+
+_MISSING, _FLOPS = object(), object()
+_PLANS: dict = {}  # OpOverload -> (name, cost entry, whether it creates new tensors)
+
+
+def _plan(func, packet) -> tuple:
+    """How one op is counted: its name, its cost (flop_registry's formula, a costs.TABLE entry,
+    None for a free op, _MISSING for none) and whether its outputs are new tensors (not views,
+    not written in place)."""
+    entry = _FLOPS if packet in flop_registry else costs.TABLE.get(packet, _MISSING)
+    creates = all(r.alias_info is None for r in func._schema.returns)
+    return str(packet).removeprefix("aten."), entry, creates
+
+
+class Tracer(meta.Mode):
     """Follows receptive fields, depth, size constraints and multiply-adds through one pass."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor):
         super().__init__()
         self.tensors: dict[int, tuple[torch.Tensor, Info]] = {}  # strong refs: ids stay unique
         self.edges: list[list[tuple[int, int, Rule]]] = [[]]  # per node: (src node, axis, rule)
+        self.lengths: list[tuple[int | None, ...]] = [tuple(x.shape[2:])]  # per node, per axis
+        self.opaque = False  # an op changed sizes in a way the graph does not model
         self.calls: list[Call] = []
         self.stack: list[Call] = []
-        self.unknown: Counter[tuple[str, str]] = Counter()  # (module, op) -> count
-        self.macs = 0
+        # (module, op, what has no formula: "cost" or "receptive_field") -> count
+        self.unknown: Counter[tuple[str, str, str]] = Counter()
+        self.totals = [0] * len(COUNTS)
+        self.by_op: dict[str, list[int]] = {}  # op -> [calls, *COUNTS]
         self.weight_layers = 0
         self.result = None  # the model's output, set by the caller
         self._ended = 0
@@ -108,6 +149,9 @@ class Tracer(TorchDispatchMode):
         name = self._names.get(id(module))
         if name is not None:
             call = Call(name or "(model)", module, len(self.calls))
+            first = args[0] if args and isinstance(args[0], torch.Tensor) else \
+                next((t for t in tree_leaves(args) if isinstance(t, torch.Tensor)), None)
+            call.input_shape = None if first is None else tuple(first.shape)
             self.calls.append(call)
             self.stack.append(call)
 
@@ -116,7 +160,13 @@ class Tracer(TorchDispatchMode):
             return
         call = self.stack.pop()
         call.end, self._ended = self._ended, self._ended + 1
-        tensors = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+        call.costs = [a + b for a, b in zip(call.costs, call.own, strict=True)]  # + children's
+        if self.stack:
+            parent = self.stack[-1].costs
+            for i, n in enumerate(call.costs):
+                parent[i] += n
+        tensors = [output] if isinstance(output, torch.Tensor) else \
+            [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
         if tensors:
             call.output_shape = tuple(tensors[0].shape)
             call.output = self.info(tensors[0])
@@ -127,9 +177,11 @@ class Tracer(TorchDispatchMode):
 
     def _set(self, t: torch.Tensor, axes, depth: int, edges: list[tuple[Info, int, Rule]]):
         for src, a, _ in edges:  # a local map pooled or flattened: the final feature map so far
-            if local(src.axes[a]) and not local(axes[a]):
-                self.pooled = src
+            before, after = src.axes[a], axes[a]
+            if before.dim is not None and not before.whole and (after.dim is None or after.whole):
+                self.pooled = src  # (local() inlined: this runs for every op)
         self.edges.append([(src.node, a, rule) for src, a, rule in edges])
+        self.lengths.append(tuple(None if ax.dim is None else t.shape[ax.dim] for ax in axes))
         self.tensors[id(t)] = (t, Info(tuple(axes), depth, len(self.edges) - 1))
 
     def min_input(self) -> list[int]:
@@ -140,27 +192,107 @@ class Tracer(TorchDispatchMode):
                 need[src][a] = max(need[src][a], rule(need[node][a]))
         return need[0]
 
+    def sizes_fit(self, size) -> bool | None:
+        """Whether input lengths `size` (per spatial axis) work, by the size graph run forward:
+        True when every window keeps at least one unit and every length the pass depended on
+        (a view's fixed shape, a broadcast unit, the inputs of one elementwise op) is as the
+        pass saw it; None when the graph cannot tell (a real pass must)."""
+        if self.opaque:
+            return None
+        got, seen_all = [tuple(size)], self.lengths
+        for edges, seen in zip(self.edges[1:], seen_all[1:], strict=True):
+            out, moved = list(seen), [False] * len(seen)
+            for src, a, rule in edges:
+                n = got[src][a]
+                forward = getattr(rule, "forward", None)
+                if forward is None:
+                    if n != seen_all[src][a]:
+                        return None
+                elif forward is not rules.ANY_LENGTH and n is not None:
+                    m = forward(n)
+                    if m < 1 or (moved[a] and out[a] != m):
+                        return None
+                    out[a], moved[a] = m, True
+            got.append(tuple(out))
+        return True
+
     # ---- dispatch ----------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         packet = func._overloadpacket
-        inputs = [(t, i) for t in tensor_args(args, kwargs) if (i := self.info(t)) is not None]
+        tensors = self.tensors
+        found = tensor_args(args, kwargs)
+        inputs = [(t, e[1]) for t in found if (e := tensors.get(id(t))) is not None]
+        bound = None
         if inputs and (packet in CONV_OPS or packet in POOL_OPS):
-            self._check_size(func, packet, args, kwargs)
+            bound = _bind(func, args, kwargs)
+            self._check_size(packet, bound)
         out = cached(func, args, kwargs)
-        if packet in flop_registry:  # PyTorch's own formulas: FLOPs = 2 x MACs
-            macs = _flops(packet, args, kwargs, out) // 2
-            self.macs += macs
-            for call in self.stack:
-                call.macs += macs
-            if self.stack:
-                self.stack[-1].own_macs += macs
+        self._count(func, packet, args, kwargs, out, inputs)
         if inputs:
-            self._propagate(func, packet, _bind(func, args, kwargs), inputs, out)
+            self._propagate(func, packet, args, kwargs, inputs, out, bound)
+            if len(inputs) < len(found) and not self.opaque:
+                self._fixed_operands(func, found)
         return out
 
-    def _check_size(self, func, packet, args, kwargs) -> None:
-        a = _bind(func, args, kwargs)
+    def _count(self, func, packet, args, kwargs, out, inputs) -> None:
+        """Add the op's COUNTS to its op row, the totals and the running module's own counts
+        (a call's inclusive counts are summed when it ends)."""
+        plan = _PLANS.get(func)
+        if plan is None:
+            plan = _PLANS[func] = _plan(func, packet)
+        name, entry, creates = plan
+        counts = []
+        if entry is _FLOPS:  # PyTorch's own formulas: FLOPs = 2 x MACs
+            macs = _flops(packet, args, kwargs, out) // 2
+            connected, train = self._matmul_extras(packet, args, macs, inputs)
+            counts = [(MACS, macs), (CONNECTED, connected), (TRAIN, train)]
+        elif entry is _MISSING:
+            self._report(packet, "cost")
+        elif entry is not None:
+            counts = [(1 + entry[0], entry[1](args, out))]
+        if creates:
+            nbytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else \
+                sum(t.numel() * t.element_size() for t in out if isinstance(t, torch.Tensor))
+            counts.append((ACT_BYTES, nbytes))
+        op = self.by_op.get(name)
+        if op is None:
+            op = self.by_op[name] = [0] * (1 + len(COUNTS))
+        op[0] += 1
+        own = self.stack[-1].own if self.stack else None
+        for i, n in counts:
+            op[1 + i] += n
+            self.totals[i] += n
+            if own is not None:
+                own[i] += n
+
+    def _matmul_extras(self, packet, args, macs, inputs) -> tuple[int, int]:
+        """Connected MACs and training-step MACs of one conv / matmul (conventions: README).
+
+        A conv whose kernel is assembled in forward from fewer parameters than it has (LeNet-5's
+        C3 scatters 60 connections into a dense 16x6x5x5 kernel) multiplies by zeros: its
+        connected MACs scale the dense count by (the module's kernel parameters / the kernel's
+        elements). A training step adds the weight gradient (same MACs as the forward) where the
+        module has trainable weights, and the input gradient (same again) unless the input is the
+        image itself (no weighted layer before it)."""
+        call = self.stack[-1] if self.stack else None
+        weight = args[1] if packet in CONV_OPS else None
+        own = own_parameters(call.module) if call else []
+        if call is not None and call.kernel_shape is None:
+            named = getattr(call.module, "weight", None)
+            shape = weight.shape if weight is not None else \
+                named.shape if isinstance(named, torch.Tensor) and named.dim() >= 2 else None
+            call.kernel_shape = None if shape is None else tuple(shape)
+        connected = macs
+        if weight is not None and own and not any(p is weight for p in own):
+            kernel_params = sum(p.numel() for p in own if p.dim() >= 2)
+            if 0 < kernel_params < weight.numel():
+                connected = macs * kernel_params // weight.numel()
+        trainable = any(p.requires_grad for p in own)
+        reads_image = bool(inputs) and max(i.depth for _, i in inputs) == 0
+        return connected, macs * (1 + trainable + (not reads_image))
+
+    def _check_size(self, packet, a: dict) -> None:
         x = a.get("input", a.get("self"))
         if packet in CONV_OPS:
             if a["transposed"]:
@@ -179,68 +311,125 @@ class Tracer(TorchDispatchMode):
         if min(out) < 1:
             raise TooSmall(self.stack[-1] if self.stack else None, tuple(max(o, 0) for o in out))
 
-    def _propagate(self, func, packet, a, inputs, out) -> None:
-        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    def _propagate(self, func, packet, args, kwargs, inputs, out, bound=None) -> None:
+        outs = [out] if isinstance(out, torch.Tensor) else \
+            [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         if not outs:
             return
+        plan = _RULE_PLANS.get(func)
+        if plan is None:  # pointwise ops by ATen's tag, the rest by the table; a miss: unknown
+            rule = _same_place if torch.Tag.pointwise in func.tags else \
+                _RULES.get(packet, _unmodelled)
+            plan = _RULE_PLANS[func] = rule, rule not in _NO_ARGUMENTS
+        rule, bind = plan
         (x, xi), o = inputs[0], outs[0]
-        depth = max(i.depth for _, i in inputs)
-        targets = [t for t in outs if t.dim() == o.dim()]  # not a max-pool's indices etc.
-        if torch.Tag.pointwise in func.tags:
-            result = rules.same_place(o, inputs)
-        elif packet in CONV_OPS and not a["transposed"]:
-            w = a["weight"]
-            nd = w.dim() - 2
-            result = rules.window(x, xi, nd, list(w.shape[2:]), as_list(a["stride"], nd),
-                                  as_list(a["padding"], nd), as_list(a["dilation"], nd), False)
-            self.weight_layers += 1
-            depth += 1
-        elif packet in POOL_OPS:
-            nd = int(packet.__name__.split("pool")[1][0])
-            kernel = as_list(a["kernel_size"], nd)
-            result = rules.window(x, xi, nd, kernel, as_list(a["stride"] or kernel, nd),
-                                  as_list(a["padding"], nd), as_list(a.get("dilation", 1), nd),
-                                  a.get("ceil_mode", False))
-            targets = [o]
-        elif packet in rules.ADAPTIVE_OPS:
-            result, targets = rules.adaptive(x, xi, list(a["output_size"])), [o]
-        elif packet in rules.MATMUL_OPS:
-            result = rules.matmul(packet, a, o, self.info)
-            self.weight_layers += 1
-            depth += 1
-        elif packet in rules.REDUCE_OPS:
-            result = rules.reduce(x, xi, a.get("dim"), a.get("keepdim", False))
-            targets = [o]
-        elif packet in rules.PAD_OPS:
-            result = rules.pad(x, xi, list(a.get("pad", a.get("padding"))))
-        elif packet in rules.VIEW_OPS or packet is aten.expand:
-            result = rules.view(o, x, xi, packet is aten.expand)
-        elif packet is aten.slice:
-            result = rules.slice_(x, xi, a["dim"], a["start"], a["end"], a["step"])
-        elif packet in rules.MOVE_OPS:
-            result = rules.move(packet, a, x, xi)
-        elif packet in rules.MIXING_OPS:
-            result, targets = rules.mixing(packet, a, x, xi), [o]
-        else:
-            if packet in rules.JOIN_OPS:
-                if any(ax.dim == a.get("dim", 0) % x.dim() for ax in xi.axes):
-                    self._report(packet)  # joined or split along space: offsets not followed
-            elif packet not in rules.SAME_PLACE_OPS:
-                self._report(packet)
-                if any(t.dim() != x.dim() or t.shape[ax.dim] != x.shape[ax.dim]
-                       for t in outs for ax in xi.axes if ax.dim is not None):
-                    result, targets = rules.everything(x, xi), outs  # every position mixed
-                    return self._set_all(targets, result, depth)
-            result = rules.same_place(o, inputs)
-        self._set_all(targets, result, depth)
-
-    def _set_all(self, targets, result, depth) -> None:
+        a = bound or _bind(func, args, kwargs) if bind else kwargs
+        result, targets, weighted = rule(self, packet, a, x, xi, o, outs, inputs)
+        depth = max(i.depth for _, i in inputs) + weighted
+        self.weight_layers += weighted
         axes, edges = result
         for t in targets:
             self._set(t, axes, depth, edges)
 
-    def _report(self, packet) -> None:
-        self.unknown[(self.stack[-1].name if self.stack else "(model)", str(packet))] += 1
+    def _fixed_operands(self, func, found) -> None:
+        """An elementwise op between the traced map and a tensor of fixed spatial size (a
+        learned position map) works only at the size seen: the graph cannot vouch for others."""
+        if _RULE_PLANS.get(func, (None,))[0] is not _same_place:
+            return
+        axes = self.input_axes
+        if any(t.dim() > axes and max(t.shape[t.dim() - axes:]) > 1
+               for t in found if id(t) not in self.tensors):
+            self.opaque = True
+
+    def _report(self, packet, what: str = "receptive_field") -> None:
+        if what == "receptive_field":
+            self.opaque = True  # an op the size graph does not follow either
+        module = self.stack[-1].name if self.stack else "(model)"
+        self.unknown[(module, str(packet).removeprefix("aten."), what)] += 1
+
+
+# ---- how each op moves receptive fields: op packet -> rule --------------------------------------
+# rule(tracer, packet, bound arguments, first tracked input, its Info, first output, outputs,
+#      tracked inputs) -> (rules.Result, tensors that get it, 1 if a weighted layer else 0)
+
+def _same_place(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.same_place(o, inputs), [t for t in outs if t.dim() == o.dim()], 0
+
+
+def _conv(tracer, packet, a, x, xi, o, outs, inputs):
+    if a["transposed"]:
+        return _unmodelled(tracer, packet, a, x, xi, o, outs, inputs)
+    w = a["weight"]
+    nd = w.dim() - 2
+    return rules.window(x, xi, nd, list(w.shape[2:]), as_list(a["stride"], nd),
+                        as_list(a["padding"], nd), as_list(a["dilation"], nd), False), [o], 1
+
+
+def _pool(tracer, packet, a, x, xi, o, outs, inputs):
+    nd = int(packet.__name__.split("pool")[1][0])
+    kernel = as_list(a["kernel_size"], nd)
+    return rules.window(x, xi, nd, kernel, as_list(a["stride"] or kernel, nd),
+                        as_list(a["padding"], nd), as_list(a.get("dilation", 1), nd),
+                        a.get("ceil_mode", False)), [o], 0
+
+
+def _adaptive(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.adaptive(x, xi, list(a["output_size"])), [o], 0
+
+
+def _matmul(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.matmul(packet, a, o, tracer.info), [o], 1
+
+
+def _reduce(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.reduce(x, xi, a.get("dim"), a.get("keepdim", False)), [o], 0
+
+
+def _pad(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.pad(x, xi, list(a.get("pad", a.get("padding")))), [o], 0
+
+
+def _view(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.view(o, x, xi, packet is aten.expand), [o], 0
+
+
+def _slice(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.slice_(x, xi, a["dim"], a["start"], a["end"], a["step"]), [o], 0
+
+
+def _move(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.move(packet, a, x, xi), [o], 0
+
+
+def _mixing(tracer, packet, a, x, xi, o, outs, inputs):
+    return rules.mixing(packet, a, x, xi), [o], 0
+
+
+def _join(tracer, packet, a, x, xi, o, outs, inputs):
+    if any(ax.dim == a.get("dim", 0) % x.dim() for ax in xi.axes):
+        tracer._report(packet)  # joined or split along space: offsets not followed
+    return _same_place(tracer, packet, a, x, xi, o, outs, inputs)
+
+
+def _unmodelled(tracer, packet, a, x, xi, o, outs, inputs):
+    """A table miss: reported; where the op changes the map's shape, every position mixed."""
+    tracer._report(packet)
+    if any(t.dim() != x.dim() or t.shape[ax.dim] != x.shape[ax.dim]
+           for t in outs for ax in xi.axes if ax.dim is not None):
+        return rules.everything(x, xi), outs, 0
+    return _same_place(tracer, packet, a, x, xi, o, outs, inputs)
+
+
+_RULES = {
+    **{op: _conv for op in CONV_OPS}, **{op: _pool for op in POOL_OPS},
+    **{op: _adaptive for op in rules.ADAPTIVE_OPS}, **{op: _matmul for op in rules.MATMUL_OPS},
+    **{op: _reduce for op in rules.REDUCE_OPS}, **{op: _pad for op in rules.PAD_OPS},
+    **{op: _view for op in (*rules.VIEW_OPS, aten.expand)}, aten.slice: _slice,
+    **{op: _move for op in rules.MOVE_OPS}, **{op: _mixing for op in rules.MIXING_OPS},
+    **{op: _same_place for op in rules.SAME_PLACE_OPS}, **{op: _join for op in rules.JOIN_OPS},
+}
+_NO_ARGUMENTS = {_same_place, _view}  # rules that read no argument: no binding
+_RULE_PLANS: dict = {}  # OpOverload -> (rule, whether it needs bound arguments)
 
 
 def run(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> Tracer:
@@ -261,18 +450,23 @@ def run(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> Tracer:
 
 def smallest(model: nn.Module, tracer: Tracer, works: tuple[int, ...],
              batch: int = 1) -> tuple[int, ...]:
-    """The smallest (C, H, W) that works: the size-constraint graph's answer, checked by a real
-    meta pass; where a layer needs an exact size (a Linear after a flatten), a binary search
-    between that answer and `works`, a size known to work."""
+    """The smallest (C, H, W) that works: the size-constraint graph's answer, checked by the
+    graph run forward, or by a real meta pass where the graph cannot tell; where a layer needs an
+    exact size (a Linear after a flatten), a binary search between that answer and `works`, a
+    size known to work."""
     need = [min(n, w) for n, w in zip(tracer.min_input(), works[1:], strict=True)]
 
     def size_at(extra: int) -> tuple[int, ...]:
         return (works[0], *(min(n + extra, w) for n, w in zip(need, works[1:], strict=True)))
 
-    if size_at(0) == works or meta.fits(model, size_at(0), batch):
+    def fits(size: tuple[int, ...]) -> bool:
+        known = tracer.sizes_fit(size[1:])
+        return meta.fits(model, size, batch) if known is None else known
+
+    if size_at(0) == works or fits(size_at(0)):
         return size_at(0)
     lo, hi = 0, max(w - n for w, n in zip(works[1:], need, strict=True))  # size_at(hi) works
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if meta.fits(model, size_at(mid), batch) else (mid, hi)
+        lo, hi = (lo, mid) if fits(size_at(mid)) else (mid, hi)
     return size_at(hi)

@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import urllib.error
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.errors import DatasetError, UsageError
+from cnnlab.outputs import writable
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # the mirror torchvision uses
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # Zalando's bucket
@@ -182,15 +184,6 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     return roots + [Path.home() / ".cache" / "cnnlab"]
 
 
-def _writable(folder: Path) -> bool:
-    """Can we create files in `folder`? A folder without write bits counts as read-only even for
-    root (who could write anyway): shared, read-only dataset folders stay untouched."""
-    probe = folder
-    while not probe.exists():  # the nearest existing ancestor decides
-        probe = probe.parent
-    return os.access(probe, os.W_OK) and bool(probe.stat().st_mode & 0o222)
-
-
 def dataset_dir(name: str, data_dir=None) -> Path:
     """The folder that holds (or will hold, once downloaded) the files of catalog dataset `name`."""
     spec = get_spec(name)
@@ -201,7 +194,14 @@ def dataset_dir(name: str, data_dir=None) -> Path:
     for folder in folders:
         if any((folder / f.name).is_file() for f in spec.files):
             return folder  # partly there: complete it in place
-    return next((f for f in folders if _writable(f)), folders[0])
+    return next((f for f in folders if writable(f)), folders[0])
+
+
+def dataset_status(name: str, data_dir=None) -> str:
+    """"present" (every file there), "partial" or "missing", in the folder dataset_dir picks."""
+    spec, folder = get_spec(name), dataset_dir(name, data_dir)
+    present = [(folder / f.name).is_file() for f in spec.files]
+    return "present" if all(present) else "partial" if any(present) else "missing"
 
 
 # ---- checksums --------------------------------------------------------------------------------
@@ -236,15 +236,18 @@ def _memo_store(memo: dict) -> None:
 def verify_file(path: Path, spec: FileSpec, *, memo: bool = True) -> None:
     """Raise DatasetError unless `path` has the published checksum.
 
-    A file that passed once is remembered by (path, size, mtime) in `<cache>/verified.json`:
-    re-hashing is cheap (about 0.1 s for MNIST's 10 MB, 0.4 s for CIFAR's 170 MB) but adds up
-    over many runs. A changed size or mtime means a full re-hash.
+    A file that passed once is remembered in `<cache>/verified.json` by its path, size, mtime,
+    inode and ctime: re-hashing is cheap (about 0.1 s for MNIST's 10 MB, 0.4 s for CIFAR's
+    170 MB) but adds up over many runs. Any write to the file or replacement of it changes its
+    ctime or inode (which, unlike mtime, cannot be set back by hand), so it is hashed again.
+    `memo=False` always hashes (what `verify_dataset` does).
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path} is missing")
     st = path.stat()
-    key, stamp = str(path.resolve()), [st.st_size, st.st_mtime_ns, spec.sha256 or spec.md5]
+    key = str(path.resolve())
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, spec.sha256 or spec.md5]
     table = _memo_load() if memo else {}
     if table.get(key) == stamp:
         return
@@ -271,7 +274,7 @@ def verify_dataset(name: str, data_dir=None) -> list[tuple[str, str, str]]:
             results.append((f.name, "missing", f"{path} not found"))
             continue
         try:
-            verify_file(path, f)
+            verify_file(path, f, memo=False)  # "ok" only from the bytes themselves
             results.append((f.name, "ok", str(path)))
         except DatasetError as err:
             results.append((f.name, "bad", str(err)))
@@ -308,7 +311,7 @@ def _fetch(url: str, dest: Path, spec: FileSpec, progress: bool, timeout: float)
 
 def _stream(resp, fd: int, spec: FileSpec, progress: bool) -> None:
     total = int(resp.headers.get("Content-Length") or 0) or spec.size
-    with os.fdopen(fd, "wb") as out, _progress_bar(progress) as bar:
+    with os.fdopen(fd, "wb") as out, progress_bar(progress) as bar:
         task = bar.add_task(f"download {spec.name}", total=total)
         for block in iter(lambda: resp.read(1 << 16), b""):
             out.write(block)
@@ -324,7 +327,9 @@ def _check_download(tmp: Path, spec: FileSpec, url: str) -> None:
                            "Try again later or fetch the file by hand")
 
 
-def _progress_bar(enabled: bool):
+def progress_bar(enabled: bool):
+    """A rich download bar on stderr (bytes, speed, ETA), or a silent stand-in; dataset and
+    weights downloads share it."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -360,25 +365,26 @@ def ensure_files(spec: DatasetSpec, folder: Path, *, download: bool = True, prog
                 failures.append(f"{url}: {getattr(err, 'reason', err)}")
     missing = [f for f in missing if not (folder / f.name).is_file()]
     if missing:
-        lines = [f"dataset {spec.name!r}: missing {', '.join(f.name for f in missing)} "
-                 f"in {folder}."]
-        for f in missing:
-            if f.urls:
-                lines.append(f"Download {f.name} from {' or '.join(f.urls)} (md5 {f.md5}) "
-                             f"and put it in {folder}/")
-            else:
-                lines.append(f"{f.name} cannot be downloaded: {spec.where or 'no public URL'}; "
-                             f"put it in {folder}/")
-        if failures:
-            lines.append("Download failed: " + "; ".join(failures))
-        elif not download:
-            lines.append("(downloading was turned off)")
-        lines.append("Or point --data-dir / $CNNLAB_DATA at a folder that holds "
-                     f"{spec.name}/ with these files.")
-        raise DatasetError(" ".join(lines))
+        raise DatasetError(missing_message(spec, folder, missing, failures, download))
     for f in spec.files:
         verify_file(folder / f.name, f)
     return folder
+
+
+def missing_message(spec: DatasetSpec, folder: Path, missing: list[FileSpec],
+                    failures: list[str], download: bool) -> str:
+    """A short first line, then one indented line per missing file: its name, where to get it,
+    its checksum and where to put it."""
+    why = ("downloading was turned off" if not download else
+           f"the download failed: {failures[0]}" if failures else "it cannot be downloaded")
+    lines = [f"dataset {spec.name!r}: {len(missing)} file(s) missing from {folder} ({why})"]
+    for f in missing:
+        source = (f"from {' or '.join(f.urls)}" if f.urls else
+                  f"cannot be downloaded ({spec.where or 'no public URL'})")
+        checksum = f"sha256 {f.sha256}" if f.sha256 else f"md5 {f.md5}"
+        lines.append(f"  {f.name}: {source}; {checksum}; put it in {folder}/")
+    lines.append(f"  (or set CNNLAB_DATA to a folder that holds {spec.name}/ with these files)")
+    return "\n".join(lines)
 
 
 def ensure_dataset(name: str, data_dir=None, *, download: bool = True,
@@ -407,15 +413,29 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
     Our own member check runs first (so the error is a DatasetError naming the member), then
     tarfile's "data" filter (Python >= 3.11.4) as a second line of defence.
+    The archive is extracted into a temporary folder beside `dest` and its top-level entries
+    are renamed into `dest` only once every member has been extracted: a truncated or refused
+    archive leaves `dest` as it was. An entry that already exists in `dest` is an error.
     """
     archive, dest = Path(archive), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".extract"))
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for m in members:
                 check_member(m, archive)
-            dest.mkdir(parents=True, exist_ok=True)
-            tar.extractall(dest, members=members, filter="data")
+            tar.extractall(tmp, members=members, filter="data")
+        entries = sorted(tmp.iterdir())
+        clash = [e.name for e in entries if (dest / e.name).exists()]
+        if clash:
+            raise DatasetError(f"{archive}: {dest} already holds {', '.join(clash)}; "
+                               "nothing was extracted")
+        dest.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            os.replace(entry, dest / entry.name)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise DatasetError(f"{archive}: cannot extract ({err})") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest

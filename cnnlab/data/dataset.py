@@ -3,6 +3,7 @@ a file-streaming dataset (FolderDataset) with the same descriptive attributes.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -69,6 +70,49 @@ class FolderDataset(torch.utils.data.Dataset):
         return torch.from_numpy(img.copy()), int(self.labels[i])
 
 
+def stratified_subset(ds, n: int | None, seed: int = 0):
+    """A seeded sample of `n` items of `ds` (ArrayDataset or FolderDataset) with each class in
+    its proportion (largest remainders; at least one of each class when n allows), in the
+    dataset's order. All of `ds` when n is None or not smaller than it."""
+    if n is None or n >= len(ds):
+        return ds
+    labels = ds.labels
+    counts = torch.bincount(labels, minlength=len(ds.classes)).double()
+    share = counts * n / len(ds)
+    take = share.floor().long()
+    if n >= int((counts > 0).sum()):  # every present class gets at least one
+        take = torch.maximum(take, (counts > 0).long())
+    rest = n - int(take.sum())
+    if rest > 0:  # largest remainders first; ties to the lower class index
+        order = sorted(range(len(counts)), key=lambda c: (-(share[c] - take[c]).item(), c))
+        for c in order[:rest]:
+            take[c] += 1
+    elif rest < 0:  # the minimum-one rule overshot: trim the largest classes
+        for c in sorted(range(len(counts)), key=lambda c: -take[c].item())[:-rest]:
+            take[c] -= 1
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c, k in enumerate(take.tolist()):
+        members = (labels == c).nonzero().flatten()
+        chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
+    idx = torch.cat(chosen).sort().values
+    if isinstance(ds, FolderDataset):
+        return dataclasses.replace(ds, files=[ds.files[i] for i in idx.tolist()],
+                                   labels=labels[idx])
+    return dataclasses.replace(ds, images=ds.images[idx], labels=labels[idx])
+
+
+def with_pixel_range(ds, low: float, high: float):
+    """`ds` (ArrayDataset or FolderDataset) normalised by a fixed linear map, pixel 0 -> `low`
+    and 255 -> `high`, instead of its train-split mean/std: LeNet-5's input (LeCun et al. 1998,
+    sec. II-A: background -0.1, foreground 1.175, so the input has about zero mean and unit
+    variance). Expressed as the (mean, std) the loaders apply: (x - mean) / std on [0, 1]."""
+    if not high > low:
+        raise UsageError(f"pixel range must rise from low to high, got [{low}, {high}]")
+    std = 1.0 / (high - low)
+    return dataclasses.replace(ds, mean=(-low * std,) * ds.channels, std=(std,) * ds.channels)
+
+
 def channel_stats(images: np.ndarray | torch.Tensor) -> tuple[tuple, tuple]:
     """Per-channel mean and std (population) of uint8 images (N, C, H, W), in [0, 1] units."""
     x = torch.as_tensor(images)
@@ -91,11 +135,28 @@ def _sample_indices(n: int, limit: int = _STATS_SAMPLE) -> np.ndarray:
 
 # ---- catalog datasets -------------------------------------------------------------------------
 
+# Catalog splits decoded in this process, so that many small runs (experiments) decode once.
+# Keyed by the files' identity too: a file replaced on disk is read again.
+_DECODED: dict[tuple, ArrayDataset] = {}
+
+
 def _load_catalog(spec: catalog.DatasetSpec, split: str, data_dir, download: bool):
     if split not in spec.split_sizes:
         raise UsageError(f"dataset {spec.name!r} has splits {', '.join(spec.split_sizes)}, "
                          f"not {split!r}")
     folder = catalog.ensure_dataset(spec.name, data_dir, download=download)
+    stats = []
+    for f in spec.files:
+        st = (folder / f.name).stat()
+        stats.append((str((folder / f.name).resolve()), st.st_size, st.st_mtime_ns,
+                      st.st_ctime_ns, st.st_ino))
+    key = (spec.name, split, tuple(stats))
+    if key not in _DECODED:
+        _DECODED[key] = _decode_catalog(spec, split, folder)
+    return _DECODED[key]
+
+
+def _decode_catalog(spec: catalog.DatasetSpec, split: str, folder: Path) -> ArrayDataset:
     if spec.format == "idx":
         prefix = "train" if split == "train" else "t10k"
         images, labels = formats.read_idx_pair(folder / f"{prefix}-images-idx3-ubyte.gz",
@@ -112,8 +173,9 @@ def _load_catalog(spec: catalog.DatasetSpec, split: str, data_dir, download: boo
 
 
 def decoded_cache_dir(spec: catalog.DatasetSpec) -> Path:
-    """Where an image archive's decoded arrays live: keyed by the archive's checksum, so a
-    different archive never reads stale arrays."""
+    """Where an image archive's decoded arrays live: keyed by the archive's checksum. The cache
+    is read only after ensure_dataset has checked the archive's bytes against that checksum
+    (verify_file), so the key is the content's own hash and another archive never reads it."""
     key = (spec.files[0].sha256 or spec.files[0].md5)[:16]
     return catalog.cache_dir() / "decoded" / f"{spec.name}-{key}"
 
@@ -126,8 +188,10 @@ def _cached_archive(spec: catalog.DatasetSpec, archive: Path, split: str):
         labels = np.load(folder / f"{split}-labels.npy")
         if images.dtype != np.uint8 or images.shape[1:] != (spec.channels, spec.image_size,
                                                             spec.image_size) \
-                or labels.shape != (len(images),) or labels.max(initial=0) >= len(classes):
-            raise ValueError("inconsistent cache")
+                or len(images) != spec.split_sizes[split] or classes != list(spec.classes) \
+                or labels.shape != (len(images),) or labels.max(initial=0) >= len(classes) \
+                or labels.min(initial=0) < 0:
+            raise ValueError("the cache does not match the catalog entry")
         return images, labels, classes
     except FileNotFoundError:
         pass
@@ -137,6 +201,10 @@ def _cached_archive(spec: catalog.DatasetSpec, archive: Path, split: str):
     if set(decoded) != set(spec.split_sizes):
         raise DatasetError(f"{archive}: splits {sorted(decoded)}, expected "
                            f"{sorted(spec.split_sizes)}")
+    sizes = {s: len(lab) for s, (_, lab) in decoded.items()}
+    if sizes != spec.split_sizes or classes != list(spec.classes):
+        raise DatasetError(f"{archive}: {sizes} images in classes {classes}, but the catalog "
+                           f"has {spec.split_sizes} in {list(spec.classes)}; not caching it")
     _write_cache(folder, {f"{s}-{kind}": arr for s, (im, lab) in decoded.items()
                           for kind, arr in (("images", im), ("labels", lab))}, classes)
     return *decoded[split], classes
@@ -169,8 +237,8 @@ def _folder_stats(root: Path, channels: int, size) -> tuple[tuple, tuple]:
     return channel_stats(images)
 
 
-def _load_folder(root: Path, split: str, in_memory: bool, image_size, channels):
-    files, labels, classes, split_name = formats.list_image_folder(root, split)
+def _load_folder(root: Path, split: str, in_memory: bool, image_size, channels, strict: bool):
+    files, labels, classes, split_name = formats.list_image_folder(root, split, strict)
     channels, size = formats.resolve_layout(root, channels, image_size)
     labels_t = torch.as_tensor(labels, dtype=torch.int64)
     if not in_memory:
@@ -190,7 +258,8 @@ def _load_folder(root: Path, split: str, in_memory: bool, image_size, channels):
 def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir=None,
                  download: bool = True, *, in_memory: bool = True,
                  image_size: int | tuple[int, int] | None = None,
-                 channels: int | None = None) -> ArrayDataset | FolderDataset:
+                 channels: int | None = None, strict: bool = False
+                 ) -> ArrayDataset | FolderDataset:
     """Load one split of a catalog dataset (`cnnlab data list`) or of an image folder
     (`<root>/train/<class>/<image>` plus `val/` or `test/`).
 
@@ -198,8 +267,10 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
     (when `download`) and checked against their published checksums. Folder images are decoded
     into memory at `image_size` (default: the most common size, others resized) with `channels`
     (default: 1 if every image is grey, else 3); `in_memory=False` returns a FolderDataset that
-    decodes file by file (for `make_loader`'s DataLoader path). Catalog datasets are always in
-    memory (they are small) and keep their own size and channels: the loaders convert those.
+    decodes file by file (for `make_loader`'s DataLoader path). Folder files that are not
+    images are skipped with a CnnlabWarning naming them, or refused with `strict`. Catalog
+    datasets are always in memory (they are small) and keep their own size and channels: the
+    loaders convert those.
     """
     text = os.fspath(name_or_path)
     if text in catalog.CATALOG:
@@ -208,7 +279,7 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", data_dir
     if path.is_dir():
         if split not in ("train", "test", "val"):
             raise UsageError(f"split must be train, test or val, got {split!r}")
-        return _load_folder(path, split, in_memory, image_size, channels)
+        return _load_folder(path, split, in_memory, image_size, channels, strict)
     if path.exists():
         raise UsageError(f"{path} is a file; a dataset is a catalog name or an image folder "
                          "(train/<class>/<image> plus val/ or test/)")

@@ -12,6 +12,7 @@ import io
 import os
 import struct
 import tarfile
+import warnings
 import zlib
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.catalog import check_member
-from cnnlab.errors import DatasetError, UsageError
+from cnnlab.errors import CnnlabWarning, DatasetError, UsageError
 
 # ---- IDX (LeCun's format for MNIST / Fashion-MNIST) -------------------------------------------
 # magic = 0x00 0x00 <type code> <number of dimensions>, then one big-endian uint32 per dimension,
@@ -136,16 +137,61 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", "
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
-def _open(src, name: str):
+# PIL's own default (about 89 million pixels, a 0.25 GB RGB image): anything larger is refused
+# before it is decoded, since a few kilobytes of PNG can declare gigabytes of pixels.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) decoded: $CNNLAB_MAX_IMAGE_PIXELS, else the default."""
+    text = os.environ.get("CNNLAB_MAX_IMAGE_PIXELS")
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"CNNLAB_MAX_IMAGE_PIXELS must be a positive integer, got {text!r}")
+    return value
+
+
+def open_header(src, name: str, max_pixels: int | None = None):
+    """PIL's lazy image (header read, pixels not decoded), refused when it declares more than
+    `max_pixels` (default max_image_pixels())."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_pixels or max_image_pixels()
     try:
-        img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
-        img.load()  # decode now, so a truncated file fails here with its name
-        return img
+        with warnings.catch_warnings():  # PIL's warning: our own limit is applied below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
     except FileNotFoundError:
         raise UsageError(f"image {name} does not exist") from None
+    except Image.DecompressionBombError:  # PIL's own guard, at twice its limit
+        img = None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"cannot decode image {name}: {err}") from err
+    pixels = None if img is None else img.width * img.height
+    if img is None or pixels > limit:
+        size = "more pixels than PIL allows" if img is None else \
+            f"{img.width} x {img.height} = {pixels:,} pixels"
+        raise DatasetError(f"image {name} declares {size}, over the limit of {limit:,} "
+                           "(a decompression bomb or an absurd size); to allow it, raise "
+                           "CNNLAB_MAX_IMAGE_PIXELS")
+    return img
+
+
+def _open(src, name: str, max_pixels: int | None = None):
+    from PIL import Image
+
+    img = open_header(src, name, max_pixels)
+    try:
+        with warnings.catch_warnings():  # our limit has been applied; PIL's warning is noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()  # decode now, so a truncated file fails here with its name
+        return img
+    except (OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"cannot decode image {name}: {err}") from err
 
 
@@ -165,20 +211,22 @@ def to_array(img, channels: int, size: tuple[int, int] | None = None) -> np.ndar
 
 
 def decode_image(src: bytes | str | os.PathLike, channels: int = 3, size=None,
-                 name: str | None = None) -> np.ndarray:
+                 name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     if name is None:
         name = "<image bytes>" if isinstance(src, bytes) else str(src)
-    return to_array(_open(src, name), channels, size)
+    return to_array(_open(src, name, max_pixels), channels, size)
 
 
-def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
-    """One image file as a uint8 tensor (C, H, W), for `predict`."""
+def read_image(path: str | os.PathLike, channels: int = 3,
+               max_pixels: int | None = None) -> torch.Tensor:
+    """One image file as a uint8 tensor (C, H, W), for `predict`; images over `max_pixels`
+    (default max_image_pixels()) are refused before they are decoded."""
     if channels not in (1, 3):
         raise UsageError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not an image")
-    return torch.from_numpy(decode_image(path, channels).copy())
+    return torch.from_numpy(decode_image(path, channels, max_pixels=max_pixels).copy())
 
 
 # ---- image folders: <root>/<split>/<class>/<file> ----------------------------------------------
@@ -194,8 +242,12 @@ def find_split_dir(root: Path, split: str) -> Path:
                        f"{root}/train/<class>/<image> and {root}/val/ or {root}/test/)")
 
 
-def list_image_folder(root, split: str) -> tuple[list[Path], list[int], list[str], str]:
-    """-> (files, labels, classes, split folder name); classes are train/'s sorted sub-folders."""
+def list_image_folder(root, split: str, strict: bool = False
+                      ) -> tuple[list[Path], list[int], list[str], str]:
+    """-> (files, labels, classes, split folder name); classes are train/'s sorted sub-folders.
+
+    Files in class folders that are not images by their extension are skipped with one
+    CnnlabWarning that counts and names them; with `strict` they are a DatasetError instead."""
     root = Path(root)
     train_dir = find_split_dir(root, "train")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
@@ -203,7 +255,7 @@ def list_image_folder(root, split: str) -> tuple[list[Path], list[int], list[str
         raise DatasetError(f"{train_dir} has no class folders (expected train/<class>/<image>)")
     split_dir = find_split_dir(root, split)
     index = {c: i for i, c in enumerate(classes)}
-    files, labels = [], []
+    files, labels, skipped = [], [], []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         if class_dir.name not in index:
             raise DatasetError(f"{class_dir}: class {class_dir.name!r} is not in {train_dir}")
@@ -211,30 +263,40 @@ def list_image_folder(root, split: str) -> tuple[list[Path], list[int], list[str
             if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
                 files.append(f)
                 labels.append(index[class_dir.name])
+            else:
+                skipped.append(f)
+    if skipped:
+        _report_skipped(split_dir, skipped, strict)
     if not files:
         raise DatasetError(f"{split_dir} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files, labels, classes, split_dir.name
 
 
+def _report_skipped(split_dir: Path, skipped: list[Path], strict: bool) -> None:
+    import warnings
+
+    names = [str(f.relative_to(split_dir)) for f in skipped]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    what = f"{len(names)} file(s) in {split_dir} that are not images by their extension: {shown}"
+    if strict:
+        raise DatasetError(f"{what} (strict mode; remove them, or allow skipping)")
+    warnings.warn(f"skipped {what}", CnnlabWarning, stacklevel=3)
+
+
 def probe_images(files: list[Path]) -> tuple[int, tuple[int, int]]:
     """Header-only pass: (channels: 1 if every image is grey else 3, most common (H, W))."""
-    from PIL import Image, UnidentifiedImageError
-
     modes, sizes = set(), Counter()
     for f in files:
-        try:
-            with Image.open(f) as img:
-                modes.add(img.mode)
-                sizes[(img.height, img.width)] += 1
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise DatasetError(f"cannot decode image {f}: {err}") from err
+        with open_header(f, str(f)) as img:
+            modes.add(img.mode)
+            sizes[(img.height, img.width)] += 1
     return (1 if modes <= _GREY_MODES else 3), sizes.most_common(1)[0][0]
 
 
 def read_image_folder(root, split: str, channels: int | None = None,
-                      image_size: int | tuple[int, int] | None = None):
+                      image_size: int | tuple[int, int] | None = None, strict: bool = False):
     """A whole split decoded into memory -> (images (N,C,H,W) uint8, labels, classes, split)."""
-    files, labels, classes, split_name = list_image_folder(root, split)
+    files, labels, classes, split_name = list_image_folder(root, split, strict)
     channels, size = resolve_layout(root, channels, image_size)
     images = np.stack([decode_image(f, channels, size) for f in files])
     return images, np.asarray(labels, dtype=np.int64), classes, split_name

@@ -131,22 +131,32 @@ class _EpochLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _per_rank(self) -> int:
-        return math.ceil(len(self.dataset) / self.world_size)
-
     def __len__(self) -> int:
-        n = self._per_rank()
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.drop_last:  # whole global batches only
+            return len(self.dataset) // (self.batch_size * self.world_size)
+        return math.ceil(len(range(self.rank, len(self.dataset), self.world_size))
+                         / self.batch_size)
 
     def _order(self) -> torch.Tensor:
-        """This rank's sample indices for the current epoch (CPU, int64)."""
+        """This rank's sample indices for the current epoch (CPU, int64).
+
+        Every rank draws the same seeded permutation and takes every world_size-th sample of it,
+        so the ranks' shards are disjoint and cover the epoch: with drop_last (training) the
+        i-th batches of all ranks together are exactly the i-th global batch of a single
+        process with batch_size x world_size; without it (evaluation) every sample is seen
+        once, the shards differing in length by at most one.
+        """
         n = len(self.dataset)
         order = (torch.randperm(n, generator=epoch_generator(self.seed, self.epoch, 0))
                  if self.shuffle else torch.arange(n))
-        if self.world_size > 1:  # wrap around so every rank gets the same number of samples
-            order = torch.cat([order, order[: self._per_rank() * self.world_size - n]])
-            order = order[self.rank::self.world_size]
-        return order[: len(self) * self.batch_size] if self.drop_last else order
+        if self.drop_last:
+            order = order[: len(self) * self.batch_size * self.world_size]
+        return order[self.rank::self.world_size]
+
+    def _augment_generator(self) -> torch.Generator:
+        # rank 0 draws what a single process draws; other ranks their own streams
+        stream = 1 if self.rank == 0 else 1 + 1000 * self.rank
+        return epoch_generator(self.seed, self.epoch, stream)
 
 
 class DeviceLoader(_EpochLoader):
@@ -164,7 +174,7 @@ class DeviceLoader(_EpochLoader):
                                         dataset.images.shape[-2:], channels, image_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = epoch_generator(self.seed, self.epoch, 1)
+        g = self._augment_generator()
         order = self._order().to(self.device)
         for idx in order.split(self.batch_size):
             yield self.transform(self.images[idx], g), self.labels[idx]
@@ -185,7 +195,7 @@ class StreamLoader(_EpochLoader):
                                         dataset.image_size, channels, image_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = epoch_generator(self.seed, self.epoch, 1)
+        g = self._augment_generator()
         batches = self._order().split(self.batch_size)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
@@ -211,9 +221,15 @@ def make_loader(dataset, batch_size: int, *, train: bool, augment=None, device="
                 image_size: int | None = None, channels: int | None = None, workers: int = 2,
                 rank: int = 0, world_size: int = 1) -> DeviceLoader | StreamLoader:
     """The right loader for `dataset`: training shuffles, augments and drops the last partial
-    batch (a batch of one breaks BatchNorm); evaluation keeps every sample, in order."""
+    batch (a batch of one breaks BatchNorm); evaluation keeps every sample, in order.
+
+    `batch_size` is per rank: under torchrun a global batch is batch_size x world_size.
+    """
     aug = resolve_augment(augment, dataset) if train else None
-    drop_last = train and math.ceil(len(dataset) / world_size) >= batch_size
+    drop_last = train and len(dataset) >= batch_size * world_size
+    if train and world_size > 1 and not drop_last:  # ranks must take the same number of steps
+        raise ValueError(f"{len(dataset)} training samples do not fill one global batch of "
+                         f"{batch_size} x {world_size} processes")
     kw = dict(shuffle=train, augment=aug, device=device, drop_last=drop_last, seed=seed,
               image_size=image_size, channels=channels, rank=rank, world_size=world_size)
     if isinstance(dataset, FolderDataset):

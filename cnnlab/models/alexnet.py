@@ -7,7 +7,9 @@ Two rows of one table:
 - `alexnet_2012`: the paper's network, its two GPU towers written as grouped convolutions
   (groups=2 where a layer only reads the maps of its own GPU: conv2, conv4, conv5), LRN after
   conv1 and conv2, overlapping 3x3/2 max-pooling, 227 x 227 input. 60,965,224 params (the paper
-  says "60 million"):
+  says "60 million"). Its fc6 reads the 6 x 6 map that only inputs of 227-258 pixels produce;
+  any other input is refused with the reason (224 would give 5 x 5, which an adaptive pool would
+  silently stretch), unless built with `adaptive_pool=True`:
       conv1  96 @ 55x55  11x11/4              34,944
       conv2 256 @ 27x27  5x5, groups 2       307,456
       conv3 384 @ 13x13  3x3 (reads both)    885,120
@@ -18,14 +20,15 @@ Two rows of one table:
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
+import torch
 from torch import nn
 
-from cnnlab.layers import init_he
+from cnnlab.errors import UsageError
+from cnnlab.layers import init_he, krizhevsky_lrn
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 
 class _Conv(NamedTuple):
@@ -54,12 +57,27 @@ PAPER_CONVS = (
 )
 
 
-def paper_lrn() -> nn.Module:
-    """LRN with the paper's k=2, n=5, alpha=1e-4, beta=0.75.
+class ExactMap(nn.Module):
+    """Passes a map of exactly `size` x `size` through and refuses any other, saying why: the
+    fixed-size pooling the paper's fc6 assumes, instead of an adaptive pool that would resample
+    a wrong-sized map without a word."""
 
-    The paper divides by (k + alpha * sum a^2)^beta; PyTorch's LocalResponseNorm divides by
-    (k + alpha / n * sum a^2)^beta, so the paper's alpha is passed as alpha * n."""
-    return nn.LocalResponseNorm(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+    def __init__(self, size: int, design_input: int):
+        super().__init__()
+        self.size, self.design_input = size, design_input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            h, w = x.shape[-2:]
+            raise UsageError(
+                f"fc6 reads a {self.size} x {self.size} map but this input gives {h} x {w} "
+                f"(the paper's {self.design_input} x {self.design_input} input gives "
+                f"{self.size} x {self.size}); build with adaptive_pool=True to pool any map "
+                f"to {self.size} x {self.size}")
+        return x
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
 
 
 class AlexNet(ZooModel):
@@ -71,7 +89,8 @@ class AlexNet(ZooModel):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3,
                  convs: tuple[_Conv, ...] = TV_CONVS, hidden: int = 4096, dropout: float = 0.5,
-                 dropout_before_fc: bool = True, paper_init: bool = False):
+                 dropout_before_fc: bool = True, paper_init: bool = False,
+                 adaptive_pool: bool = True):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = in_chans
@@ -79,12 +98,13 @@ class AlexNet(ZooModel):
             layers += [nn.Conv2d(c_in, c.out, c.kernel, c.stride, c.padding, groups=c.groups),
                        nn.ReLU(inplace=True)]
             if c.lrn:
-                layers.append(paper_lrn())
+                layers.append(krizhevsky_lrn())
             if c.pool:
                 layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
             c_in = c.out
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        # no parameters either way, so both keep torchvision's state_dict keys
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6)) if adaptive_pool else ExactMap(6, 227)
         flat = c_in * 6 * 6
         if dropout_before_fc:
             # torchvision's order (its weights' indices): Dropout, Linear, ReLU, Dropout, ...
@@ -118,22 +138,22 @@ class AlexNet(ZooModel):
 _PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet classification with deep convolutional " \
          "neural networks, NeurIPS 2012"
 
-_VARIANTS: dict[str, dict] = {
-    "alexnet": dict(
-        args=dict(convs=TV_CONVS, dropout_before_fc=True, paper_init=False),
-        input_size=(3, 224, 224), min_size=63, params=61_100_840, torchvision=True,
-    ),
-    "alexnet_2012": dict(
-        args=dict(convs=PAPER_CONVS, dropout_before_fc=False, paper_init=True),
-        input_size=(3, 227, 227), min_size=67, params=60_965_224, torchvision=False,
-    ),
-}
+VARIANTS = [
+    Variant("alexnet", dict(convs=TV_CONVS, dropout_before_fc=True, paper_init=False),
+            dict(input_size=(3, 224, 224), min_size=63, params=61_100_840, follows="torchvision",
+                 paper_result=None,  # not the paper's network: its result does not belong here
+                 notes="torchvision's single tower (from 'One weird trick', Krizhevsky 2014): "
+                       "64-192-384-256-256 channels, no LRN, no groups, adaptive 6x6 pool, "
+                       "dropout before fc6 and fc7")),
+    Variant("alexnet_2012", dict(convs=PAPER_CONVS, dropout_before_fc=False, paper_init=True,
+                                 adaptive_pool=False),
+            dict(input_size=(3, 227, 227), min_size=227, params=60_965_224,
+                 paper_result="ILSVRC-2012 val top-1/top-5 error 40.7%/18.2% (one net, "
+                              "Table 2); test top-5 15.3% (7 nets, 2 pre-trained on Fall 2011)",
+                 notes="the paper says 224 x 224, but its arithmetic needs 227 (conv1 11x11/4 "
+                       "to 55 x 55); inputs of 227-258 px give fc6 its 6 x 6 map, others are "
+                       "refused")),
+]
 
-for _name, _v in _VARIANTS.items():
-    register_model(_name, partial(AlexNet, **_v["args"]), ModelCard(
-        name=_name, family="alexnet", paper=_PAPER, year=2012, input_size=_v["input_size"],
-        min_size=_v["min_size"], key_idea="ReLU, dropout, GPUs, data augmentation",
-        num_classes=1000, params=_v["params"],
-        paper_result="ILSVRC-2012 top-5 error 15.3% (ensemble, test)",
-        torchvision_compatible=_v["torchvision"],
-    ))
+register_family(AlexNet, VARIANTS, family="alexnet", paper=_PAPER, year=2012,
+                key_idea="ReLU, dropout, GPUs, data augmentation", num_classes=1000)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -25,19 +24,23 @@ from torch.utils.checkpoint import checkpoint
 from cnnlab.errors import UsageError
 from cnnlab.layers import LayerFn, init_he
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 
 class _DenseLayerBase(nn.Module):
     """Takes the list of earlier feature maps, returns the k new channels.
 
     `_bottom` (concatenate -> norm1 -> relu1 -> conv1) is what memory_efficient recomputes in
-    the backward pass instead of storing: its concatenated input grows quadratically with depth."""
+    the backward pass instead of storing: its concatenated input grows quadratically with depth.
+    Dropout follows every conv of the layer (the paper: "after each convolutional layer (except
+    the first one)", the authors' Lua code: after the bottleneck 1x1 too); the Dropout modules
+    have no state, so torchvision's keys are unchanged."""
 
     def __init__(self, drop_rate: float, memory_efficient: bool):
         super().__init__()
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
+        self.drop1 = nn.Dropout(self.drop_rate)
 
     def _bottom(self, *features: torch.Tensor) -> torch.Tensor:
         return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
@@ -50,11 +53,7 @@ class _DenseLayerBase(nn.Module):
             out = checkpoint(self._bottom, *features, use_reentrant=False)
         else:
             out = self._bottom(*features)
-        out = self._top(out)
-        # paper: dropout 0.2 after each conv when training without data augmentation
-        if self.drop_rate > 0:
-            out = F.dropout(out, p=self.drop_rate, training=self.training)
-        return out
+        return self._top(self.drop1(out))
 
 
 class DenseLayer(_DenseLayerBase):
@@ -70,9 +69,10 @@ class DenseLayer(_DenseLayerBase):
         self.norm2 = norm_layer(inner)
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(inner, growth_rate, 3, padding=1, bias=False)
+        self.drop2 = nn.Dropout(self.drop_rate)
 
     def _top(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.relu2(self.norm2(x)))
+        return self.drop2(self.conv2(self.relu2(self.norm2(x))))
 
 
 class BasicDenseLayer(_DenseLayerBase):
@@ -104,12 +104,15 @@ class DenseBlock(nn.ModuleDict):
         return torch.cat(features, 1)
 
 
-def _transition(in_chs: int, out_chs: int, norm_layer: LayerFn) -> nn.Sequential:
-    # BN-ReLU-1x1 conv-2x2 avg-pool (paper sec. 3, "transition layers"); N x out x H/2 x W/2
+def _transition(in_chs: int, out_chs: int, norm_layer: LayerFn,
+                drop_rate: float) -> nn.Sequential:
+    # BN-ReLU-1x1 conv-[dropout]-2x2 avg-pool (paper sec. 3, "transition layers"; the dropout
+    # as in the authors' Lua code); N x out x H/2 x W/2
     return nn.Sequential(OrderedDict([
         ("norm", norm_layer(in_chs)),
         ("relu", nn.ReLU(inplace=True)),
         ("conv", nn.Conv2d(in_chs, out_chs, 1, bias=False)),
+        ("drop", nn.Dropout(drop_rate)),
         ("pool", nn.AvgPool2d(2, 2)),
     ]))
 
@@ -148,7 +151,8 @@ class DenseNet(ZooModel):
             self.block_out_channels.append(chs)
             if i != len(block_config) - 1:
                 out = math.floor(compression * chs)  # paper: floor(theta * m)
-                modules.append((f"transition{i + 1}", _transition(chs, out, norm_layer)))
+                modules.append((f"transition{i + 1}",
+                                _transition(chs, out, norm_layer, drop_rate)))
                 chs = out
         modules.append(("norm5", norm_layer(chs)))  # torchvision's name, whatever the depth
         self.features = nn.Sequential(OrderedDict(modules))
@@ -175,47 +179,59 @@ class DenseNet(ZooModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Variant table. ImageNet: torchvision's configs (paper Table 1; densenet161 is the authors'
-# released k=48 model, not in the paper's tables). CIFAR: L = 3 * layers_per_block * convs + 4.
-_IMAGENET = dict(stem="imagenet", compression=0.5, layer=DenseLayer)
-_CIFAR = dict(stem="cifar", compression=1.0, layer=BasicDenseLayer)  # plain DenseNet: no B, no C
-_CIFAR_BC = dict(stem="cifar", compression=0.5, layer=DenseLayer)
+# Variant table. ImageNet (paper Table 1): DenseNet-BC with k=32, in torchvision's layout (264
+# is not in torchvision, but has the same layout); densenet161 is the authors' released k=48
+# model, in no table of the paper. Results: Table 3, single crop, top-1/top-5 error. CIFAR
+# (Table 2): L = 3 * layers_per_block * convs_per_layer + 4; C10+/C100+ = standard augmentation,
+# no dropout (the rows' default; drop_rate=0.2 is the paper's setting without augmentation).
+_IMAGENET = dict(stem="imagenet", compression=0.5, layer=DenseLayer, num_init_features=64,
+                 growth_rate=32)
+_CIFAR = dict(stem="cifar", compression=1.0, layer=BasicDenseLayer, num_init_features=16)
+_CIFAR_BC = dict(stem="cifar", compression=0.5, layer=DenseLayer)  # first conv: 2k channels
 
 _K_DENSE = "concatenation instead of addition: each layer sees all earlier feature maps"
 _K_BC = "concatenation instead of addition, with 1x1 bottlenecks and 0.5 compression (BC)"
+_IMAGENET_CARD = dict(input_size=(3, 224, 224), num_classes=1000, key_idea=_K_BC,
+                      # conv0 and pool0 give floor((h-1)/2)+1 each, then three 2x2 avg-pools
+                      # need a map of 8: 29 -> 15 -> 8 -> 4 -> 2 -> 1 (28 ends at 0)
+                      min_size=29)
+_CIFAR_CARD = dict(input_size=(3, 32, 32), num_classes=10, min_size=4)  # two 2x2 pools: 4 -> 1
+_ERR = "ImageNet top-1/top-5 error {} (single crop, Table 3)"
+_C10 = "CIFAR-10+ error {}, CIFAR-100+ {}"
 
-# name: (base options, growth k, layers per block, initial features, params, paper result)
-_VARIANTS: dict[str, tuple] = {
-    "densenet121": (_IMAGENET, 32, (6, 12, 24, 16), 64, 7_978_856,
-                    "ImageNet top-1/top-5 error 25.02%/7.71% (single crop)"),
-    "densenet161": (_IMAGENET, 48, (6, 12, 36, 24), 96, 28_681_000, None),
-    "densenet169": (_IMAGENET, 32, (6, 12, 32, 32), 64, 14_149_480,
-                    "ImageNet top-1/top-5 error 23.80%/6.85% (single crop)"),
-    "densenet201": (_IMAGENET, 32, (6, 12, 48, 32), 64, 20_013_928,
-                    "ImageNet top-1/top-5 error 22.58%/6.34% (single crop)"),
-    # paper Table 2 (C10+ = standard augmentation): ~1.0M, ~7.0M and ~0.8M parameters
-    "densenet40_k12": (_CIFAR, 12, (12,) * 3, 16, 1_019_722, "CIFAR-10+ error 5.24%"),
-    "densenet100_k12": (_CIFAR, 12, (32,) * 3, 16, 6_979_642, "CIFAR-10+ error 4.10%"),
-    "densenet_bc100_k12": (_CIFAR_BC, 12, (16,) * 3, 24, 769_162,
-                           "CIFAR-10+ error 4.51%, CIFAR-100+ 22.27%"),
-}
 
-_PAPER = ("Huang, Liu, van der Maaten, Weinberger: Densely Connected Convolutional Networks, "
-          "CVPR 2017")
+def _imagenet(name, blocks, params, result, **kw) -> Variant:
+    card = dict(_IMAGENET_CARD, params=params, paper_result=result, follows="torchvision")
+    if name == "densenet264":  # torchvision has no 264, so no weights to be compatible with
+        card["follows"] = "paper"
+    return Variant(name, dict(_IMAGENET, block_config=blocks, **kw), card)
 
-for _name, (_base, _k, _blocks, _init, _params, _result) in _VARIANTS.items():
-    _imagenet = _base["stem"] == "imagenet"
-    register_model(
-        _name,
-        partial(DenseNet, growth_rate=_k, block_config=_blocks, num_init_features=_init, **_base),
-        ModelCard(
-            name=_name, family="densenet", paper=_PAPER, year=2017,
-            input_size=(3, 224, 224) if _imagenet else (3, 32, 32),
-            # ImageNet: conv0 and pool0 give floor((h-1)/2)+1 each, then three 2x2 avg-pools
-            # need a map of 8: 29 -> 15 -> 8 -> 4 -> 2 -> 1 (28 ends at 0). CIFAR: two pools, 4.
-            min_size=29 if _imagenet else 4,
-            key_idea=_K_DENSE if _base["layer"] is BasicDenseLayer else _K_BC,
-            num_classes=1000 if _imagenet else 10, params=_params, paper_result=_result,
-            torchvision_compatible=_imagenet,
-        ),
-    )
+
+def _cifar(name, base, k, layers, params, result, **kw) -> Variant:
+    card = dict(_CIFAR_CARD, params=params, paper_result=result,
+                key_idea=_K_DENSE if base["layer"] is BasicDenseLayer else _K_BC)
+    return Variant(name, dict(base, growth_rate=k, block_config=(layers,) * 3, **kw), card)
+
+
+VARIANTS = [
+    _imagenet("densenet121", (6, 12, 24, 16), 7_978_856, _ERR.format("25.02%/7.71%")),
+    _imagenet("densenet169", (6, 12, 32, 32), 14_149_480, _ERR.format("23.80%/6.85%")),
+    _imagenet("densenet201", (6, 12, 48, 32), 20_013_928, _ERR.format("22.58%/6.34%")),
+    _imagenet("densenet264", (6, 12, 64, 48), 33_337_704, _ERR.format("22.15%/6.12%")),
+    _imagenet("densenet161", (6, 12, 36, 24), 28_681_000,
+              "ImageNet top-1/top-5 accuracy 77.138%/93.560% (single crop, torchvision's "
+              "IMAGENET1K_V1 weights)", growth_rate=48, num_init_features=96),
+    # paper Table 2: 1.0M, 7.0M, 27.2M; BC: 0.8M, 15.3M, 25.6M
+    _cifar("densenet40_k12", _CIFAR, 12, 12, 1_019_722, _C10.format("5.24%", "24.42%")),
+    _cifar("densenet100_k12", _CIFAR, 12, 32, 6_979_642, _C10.format("4.10%", "20.20%")),
+    _cifar("densenet100_k24", _CIFAR, 24, 32, 27_249_082, _C10.format("3.74%", "19.25%")),
+    _cifar("densenet_bc100_k12", _CIFAR_BC, 12, 16, 769_162, _C10.format("4.51%", "22.27%"),
+           num_init_features=24),
+    _cifar("densenet_bc250_k24", _CIFAR_BC, 24, 41, 15_324_406, _C10.format("3.62%", "17.60%"),
+           num_init_features=48),
+    _cifar("densenet_bc190_k40", _CIFAR_BC, 40, 31, 25_624_430, _C10.format("3.46%", "17.18%"),
+           num_init_features=80),
+]
+
+register_family(DenseNet, VARIANTS, family="densenet", year=2017, paper=(
+    "Huang, Liu, van der Maaten, Weinberger: Densely Connected Convolutional Networks, CVPR 2017"))

@@ -22,11 +22,11 @@ from cnnlab.layers import (
     SqueezeExcite,
     StochasticDepth,
     init_he,
-    init_trunc_normal_linear,
+    init_uniform_classifier,
     make_divisible,
 )
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 # Paper Table 1, the B0 baseline: (expand ratio, kernel, first stride, in, out, repeats).
 _B0_STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
@@ -124,13 +124,20 @@ def _stage_rows(width_mult: float, depth_mult: float) -> list[tuple[int, ...]]:
 
 
 class EfficientNet(ZooModel):
-    """EfficientNet from B0's stage table scaled by (width_mult, depth_mult)."""
+    """EfficientNet from B0's stage table scaled by (width_mult, depth_mult).
+
+    BatchNorm: `bn_eps` / `bn_momentum` (PyTorch's convention, momentum = weight of the new
+    batch); `RELEASED_BN` holds the settings of the authors' training code, eps 1e-3 and
+    momentum 0.01 (TF's decay 0.99), which torchvision keeps only for B5-B7."""
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
                  depth_mult: float = 1.0, dropout: float = 0.2,
-                 stochastic_depth_prob: float = 0.2, norm_layer: LayerFn = nn.BatchNorm2d,
+                 stochastic_depth_prob: float = 0.2, bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1, norm_layer: LayerFn | None = None,
                  act_layer: LayerFn = nn.SiLU):
         super().__init__()
+        if norm_layer is None:  # PyTorch's momentum: the weight of the new batch's statistics
+            norm_layer = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
         if width_mult <= 0 or depth_mult <= 0:
             raise ValueError(f"width_mult and depth_mult must be positive, "
                              f"got {width_mult}, {depth_mult}")
@@ -164,14 +171,18 @@ class EfficientNet(ZooModel):
         # The authors' code / torchvision: He normal (fan_out) convs, BN weight 1 and bias 0,
         # classifier uniform(-1/sqrt(classes), 1/sqrt(classes)) with zero bias.
         init_he(self)
-        init_trunc_normal_linear(self)
+        init_uniform_classifier(self)
 
     def _init_classifier(self, linear: nn.Linear) -> None:
-        init_trunc_normal_linear(linear)
+        init_uniform_classifier(linear)
 
 
-# Exact parameter counts at 1000 classes (B0-B6 equal torchvision's; B7 is our count) and the
-# paper's ImageNet top-1 (Table 2).
+# The released training code's BatchNorm for every variant (TF: epsilon 1e-3, decay 0.99)
+RELEASED_BN = dict(bn_eps=1e-3, bn_momentum=0.01)
+# Every conv has 'same' padding and the net ends in global pooling, so a 1x1 input stays 1x1.
+_MIN_SIZE = 1
+# Exact parameter counts at 1000 classes (B0-B7 equal torchvision's) and the paper's ImageNet
+# top-1 (Table 2), at each variant's own resolution.
 _CARDS = {
     "efficientnet_b0": (5_288_548, "77.1%"),
     "efficientnet_b1": (7_794_184, "79.1%"),
@@ -182,29 +193,24 @@ _CARDS = {
     "efficientnet_b6": (43_040_704, "84.0%"),
     "efficientnet_b7": (66_347_960, "84.3%"),
 }
-# B5-B7 use BatchNorm eps 1e-3, momentum 0.01 (torchvision, to match the TF weights);
-# B0-B4 PyTorch's defaults.
-_BN_TF = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
+# torchvision keeps PyTorch's BatchNorm defaults for B0-B4 (its own weights were trained so)
+_TV_BN = ("BatchNorm eps 1e-5, momentum 0.1 as torchvision's weights; the released training "
+          "code uses eps 1e-3, momentum 0.01: pass **RELEASED_BN (bn_eps=1e-3, "
+          "bn_momentum=0.01)")
 _TF_BN_VARIANTS = ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7")
-# Every conv has 'same' padding and the net ends in global pooling, so a 1x1 input stays 1x1.
-_MIN_SIZE = 1
 
+VARIANTS = [
+    Variant(name, dict(width_mult=width, depth_mult=depth, dropout=dropout,
+                       **(RELEASED_BN if name in _TF_BN_VARIANTS else {})),
+            dict(params=_CARDS[name][0], input_size=(3, res, res),
+                 paper_result=f"ImageNet top-1 {_CARDS[name][1]} at {res}x{res}",
+                 notes=None if name in _TF_BN_VARIANTS else _TV_BN))
+    for name, (width, depth, res, dropout) in _SCALING.items()
+]
 
-def _register() -> None:
-    for name, (width, depth, res, dropout) in _SCALING.items():
-        params, top1 = _CARDS[name]
-        options = {"width_mult": width, "depth_mult": depth, "dropout": dropout}
-        if name in _TF_BN_VARIANTS:
-            options["norm_layer"] = _BN_TF
-        register_model(name, partial(EfficientNet, **options), ModelCard(
-            name=name, family="efficientnet",
-            paper=("Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural "
-                   "Networks, ICML 2019"),
-            year=2019, input_size=(3, res, res), min_size=_MIN_SIZE,
-            key_idea="compound scaling of depth, width and resolution",
-            num_classes=1000, params=params,
-            paper_result=f"ImageNet top-1 {top1} at {res}x{res}",
-            torchvision_compatible=True))
-
-
-_register()
+register_family(
+    EfficientNet, VARIANTS, family="efficientnet", year=2019, min_size=_MIN_SIZE,
+    paper="Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, "
+          "ICML 2019",
+    key_idea="compound scaling of depth, width and resolution", num_classes=1000,
+    follows="torchvision")

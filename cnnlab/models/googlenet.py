@@ -9,7 +9,11 @@ Two rows of one table:
 - `googlenet_2014`: the paper's network: 5x5 branch 3, no BatchNorm (convs with bias; pass
   `norm_layer=nn.BatchNorm2d` to add it), LocalRespNorm after pool1 and conv2 (paper Table 1 /
   Figure 3; size 5, alpha 1e-4, beta 0.75 as the BVLC Caffe reproduction), 3x3/2 final max-pool,
-  dropout 0.4, aux heads with a 5x5/3 average pool.
+  dropout 0.4, aux heads with a 5x5/3 average pool, and the Caffe reproduction's initialisation
+  (Caffe's "xavier" filler U(+-sqrt(3 / fan_in)), biases 0.2).
+
+`NaiveInception` is the paper's Figure 2(a) beside `Inception` (2(b), with the 1x1 reductions),
+so the two can be compared block against block (`cnnlab.summarize(module, (C, H, W))`).
 
 Shape walk (224 x 224): conv1 7x7/2 64 @ 112 -> pool 56 -> conv2 1x1 64, conv3 3x3 192 @ 56
 -> pool 28 -> 3a 256, 3b 480 @ 28 -> pool 14 -> 4a 512 [aux1], 4b 512, 4c 512, 4d 528 [aux2],
@@ -30,9 +34,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from cnnlab.layers import init_he
+from cnnlab.layers import init_caffe_xavier, init_he
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 NormFn = Callable[[int], nn.Module] | None
 
@@ -86,6 +90,33 @@ class Inception(nn.Module):
         self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
                                      conv(in_chs, pool_proj, 1))
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class NaiveInception(nn.Module):
+    """The paper's naive module (Figure 2a): 1x1 | 3x3 | 5x5 convs and a 3x3/1 max-pool, all on
+    the block's input, concatenated. Without reductions the 3x3 and 5x5 convs see every input
+    channel and the pool passes all of them on, so the width grows block after block: "even a
+    modest number of 5x5 convolutions can be prohibitively expensive" (sec. 4). Same branch
+    widths as the `Inception` row it is compared with; no reductions, no pool projection."""
+
+    def __init__(self, in_chs: int, ch1x1: int, ch3x3: int, ch5x5: int,
+                 norm_layer: NormFn = None):
+        super().__init__()
+        conv = partial(BasicConv2d, norm_layer=norm_layer)
+        self.branch1 = conv(in_chs, ch1x1, 1)
+        self.branch2 = conv(in_chs, ch3x3, 3, padding=1)
+        self.branch3 = conv(in_chs, ch5x5, 5, padding=2)
+        self.branch4 = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True)
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + in_chs
+
+    @classmethod
+    def like(cls, in_chs: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int,
+             ch5x5: int, pool_proj: int, norm_layer: NormFn = None) -> NaiveInception:
+        """The naive twin of an `Inception` row (a Table 1 line): same 1x1 / 3x3 / 5x5 widths."""
+        return cls(in_chs, ch1x1, ch3x3, ch5x5, norm_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
@@ -180,11 +211,12 @@ class GoogLeNet(ZooModel):
             init_he(self)
             return
         # The paper does not state its init; the BVLC Caffe reproduction that matched its
-        # accuracy uses Xavier weights and bias 0.2 on every conv and hidden FC (0 on classifiers)
+        # accuracy uses Caffe's "xavier" filler, U(+-sqrt(3 / fan_in)), and bias 0.2 on every
+        # conv and hidden FC (0 on the classifiers). This net has no BN to absorb a smaller init.
+        init_caffe_xavier(self)
         classifiers = {self.fc} | ({self.aux1.fc2, self.aux2.fc2} if self.aux_logits else set())
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0.0 if m in classifiers else 0.2)
             elif isinstance(m, nn.BatchNorm2d):
@@ -222,27 +254,27 @@ class GoogLeNet(ZooModel):
 
 _PAPER = "Szegedy et al., Going deeper with convolutions, CVPR 2015"
 
-_VARIANTS: dict[str, dict] = {
-    "googlenet": dict(
-        args=dict(norm_layer=bn_eps_1e3, branch3_kernel=3,
-                  lrn_layer=None, last_pool_kernel=2, aux_pool=adaptive_aux_pool, dropout=0.2,
-                  paper_init=False),
-        min_size=15, params=13_004_888, torchvision=True,
-        result=None,  # torchvision's BN re-training, not the paper's network
-    ),
-    "googlenet_2014": dict(
-        args=dict(norm_layer=None, branch3_kernel=5, lrn_layer=paper_lrn, last_pool_kernel=3,
-                  aux_pool=paper_aux_pool, dropout=0.4, paper_init=True),
+VARIANTS = [
+    Variant("googlenet", dict(
+        norm_layer=bn_eps_1e3, branch3_kernel=3, lrn_layer=None, last_pool_kernel=2,
+        aux_pool=adaptive_aux_pool, dropout=0.2, paper_init=False), dict(
+        min_size=15, params=13_004_888, follows="torchvision",
+        paper_result="ImageNet top-1/top-5 accuracy 69.778%/89.530% (single crop, "
+                     "torchvision's IMAGENET1K_V1 weights)",
+        notes="3x3 conv in branch 3 where the paper has 5x5 (kept for torchvision's weights); "
+              "BatchNorm (eps 0.001) after every conv, no LRN; 2x2 last max-pool; adaptive "
+              "4x4 aux pooling; dropout 0.2")),
+    Variant("googlenet_2014", dict(
+        norm_layer=None, branch3_kernel=5, lrn_layer=paper_lrn, last_pool_kernel=3,
+        aux_pool=paper_aux_pool, dropout=0.4, paper_init=True), dict(
         min_size=79,  # train mode: the aux heads' 5x5 pool needs a 5x5 map at 4a (eval: 31)
-        params=13_378_280, torchvision=False,
-        result="ILSVRC-2014 top-5 error 10.07% (single model, single crop); 6.67% (ensemble)",
-    ),
-}
+        params=13_378_280,
+        paper_result="ILSVRC-2014 top-5 error 10.07% (single model, single crop); 6.67% "
+                     "(ensemble)",
+        notes="initialisation and LRN settings from the BVLC Caffe reproduction (the paper "
+              "states neither)")),
+]
 
-for _name, _v in _VARIANTS.items():
-    register_model(_name, partial(GoogLeNet, **_v["args"]), ModelCard(
-        name=_name, family="googlenet", paper=_PAPER, year=2014, input_size=(3, 224, 224),
-        min_size=_v["min_size"], key_idea="Inception blocks with 1x1 bottlenecks",
-        num_classes=1000, params=_v["params"], paper_result=_v["result"],
-        torchvision_compatible=_v["torchvision"],
-    ))
+register_family(GoogLeNet, VARIANTS, family="googlenet", paper=_PAPER, year=2014,
+                input_size=(3, 224, 224), key_idea="Inception blocks with 1x1 bottlenecks",
+                num_classes=1000)

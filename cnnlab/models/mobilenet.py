@@ -4,7 +4,9 @@ Both factor a KxK convolution into a depthwise KxK (one filter per channel, grou
 and a pointwise 1x1: for a 3x3 conv M -> N that is 9M + MN weights instead of 9MN.
 
 - v1 has no torchvision equivalent; its layout is ours: `stem`, `stages` (13 depthwise-separable
-  blocks), `head`.
+  blocks), `head`. Its rows are the paper's tables: width multipliers (Table 6), resolution
+  multipliers (Table 7: the same network, fed 224 / 192 / 160 / 128 pixels), the shallow net of
+  Table 5 and the full-convolution baseline of Table 4.
 - v2 follows torchvision's layout so that its published weights load unchanged:
   `features.0` stem, `features.1..17` inverted residuals (each a `.conv` Sequential),
   `features.18` the last 1x1 conv, `classifier` = (Dropout, Linear).
@@ -12,14 +14,12 @@ and a pointwise 1x1: for a 3x3 conv M -> N that is 9M + MN weights instead of 9M
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
 from cnnlab.layers import ConvNormAct, LayerFn, init_he, make_divisible
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 # ---------------------------------------------------------------------------------------------
 # MobileNet v1
@@ -31,6 +31,10 @@ from cnnlab.models.registry import ModelCard, register_model
 # authors' TF-slim code).
 _V1_BLOCKS = ((1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512),
               (1, 512), (1, 512), (1, 512), (1, 512), (1, 512), (2, 1024), (1, 1024))
+
+
+# Table 5's "shallow MobileNet": the five 14x14 x 512 separable blocks removed
+_V1_SHALLOW = _V1_BLOCKS[:6] + _V1_BLOCKS[11:]
 
 
 class DepthwiseSeparable(nn.Module):
@@ -49,11 +53,12 @@ class DepthwiseSeparable(nn.Module):
 
 class MobileNetV1(ZooModel):
     """MobileNet v1. `width_mult` (the paper's alpha) thins every layer: channels are
-    max(8, int(c * alpha)), the `depth()` rule of the authors' TF-slim code."""
+    max(8, int(c * alpha)), the `depth()` rule of the authors' TF-slim code. `separable=False`
+    replaces each depthwise-separable block by one full 3x3 conv (Table 4's "Conv MobileNet")."""
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
                  stem_chs: int = 32, blocks: tuple[tuple[int, int], ...] = _V1_BLOCKS,
-                 min_chs: int = 8, dropout: float = 0.0,
+                 min_chs: int = 8, dropout: float = 0.0, separable: bool = True,
                  norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU):
         super().__init__()
         if width_mult <= 0:
@@ -67,7 +72,10 @@ class MobileNetV1(ZooModel):
         c_in = chs(stem_chs)
         stages = []
         for stride, c in blocks:
-            stages.append(DepthwiseSeparable(c_in, chs(c), stride, norm_layer, act_layer))
+            stages.append(
+                DepthwiseSeparable(c_in, chs(c), stride, norm_layer, act_layer) if separable
+                else ConvNormAct(c_in, chs(c), 3, stride, norm_layer=norm_layer,
+                                 act_layer=act_layer))
             c_in = chs(c)
         self.stages = nn.Sequential(*stages)  # N x 1024a x 7 x 7 at 224
         self.num_features = c_in
@@ -78,7 +86,8 @@ class MobileNetV1(ZooModel):
 
     def _init_weights(self) -> None:
         # The paper does not state an init; He normal (fan_out) for the ReLU convs, BN as
-        # identity, N(0, 0.01) for the classifier, as torchvision does for MobileNet v2.
+        # identity, N(0, 0.01) for the classifier, as torchvision does for MobileNet v2; the
+        # depthwise convs with their true fan-out, k^2 (cnnlab.layers.conv_fan_out).
         init_he(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +174,8 @@ class MobileNetV2(ZooModel):
 
     def _init_weights(self) -> None:
         # torchvision / the authors' code: He normal (fan_out) convs with zero bias, BN weight 1
-        # and bias 0, classifier N(0, 0.01) with zero bias.
+        # and bias 0, classifier N(0, 0.01) with zero bias; depthwise convs with their true
+        # fan-out k^2, where torchvision takes C * k^2 (cnnlab.layers.conv_fan_out).
         init_he(self)
 
 
@@ -182,37 +192,46 @@ _V2_PAPER = "Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlene
 # minimum (0 fails). Below 32 pixels the deep layers see mostly padding, though.
 _MIN_SIZE = 1
 
-# name -> (constructor, options, params at 1000 classes, paper result)
-# v1 params: paper Table 6 gives 4.2M / 2.6M / 1.3M / 0.5M (exact counts below include BN).
-# v2: torchvision's mobilenet_v2 3,504,872; paper Table 4: 72.0% top-1 (1.0), 74.7% (1.4).
-_VARIANTS: dict[str, tuple[type[ZooModel], dict, int, str | None]] = {
-    "mobilenet_v1": (MobileNetV1, {"width_mult": 1.0}, 4_231_976,
-                     "ImageNet top-1 70.6% (1.0-224, 569M mult-adds, 4.2M params)"),
-    "mobilenet_v1_075": (MobileNetV1, {"width_mult": 0.75}, 2_585_560,
-                         "ImageNet top-1 68.4% (0.75-224)"),
-    "mobilenet_v1_050": (MobileNetV1, {"width_mult": 0.5}, 1_331_592,
-                         "ImageNet top-1 63.7% (0.5-224)"),
-    "mobilenet_v1_025": (MobileNetV1, {"width_mult": 0.25}, 470_072,
-                         "ImageNet top-1 50.6% (0.25-224)"),
-    "mobilenet_v2": (MobileNetV2, {"width_mult": 1.0}, 3_504_872,
-                     "ImageNet top-1 72.0% (300M mult-adds, 3.4M params)"),
-    "mobilenet_v2_050": (MobileNetV2, {"width_mult": 0.5}, 1_968_680, None),
-    "mobilenet_v2_075": (MobileNetV2, {"width_mult": 0.75}, 2_636_424, None),
-    "mobilenet_v2_140": (MobileNetV2, {"width_mult": 1.4}, 6_108_776,
-                         "ImageNet top-1 74.7% (1.4, 585M mult-adds)"),
-}
+
+def _v1(name: str, kwargs: dict, params: int, result: str, size: int = 224) -> Variant:
+    # params: exact counts (BN included); the paper's Tables 4-7 round them to 0.1M
+    return Variant(name, kwargs, dict(params=params, paper_result=result,
+                                      input_size=(3, size, size)))
 
 
-def _register() -> None:
-    for name, (cls, options, params, result) in _VARIANTS.items():
-        v2 = cls is MobileNetV2
-        register_model(name, partial(cls, **options), ModelCard(
-            name=name, family="mobilenet", paper=_V2_PAPER if v2 else _V1_PAPER,
-            year=2018 if v2 else 2017, input_size=(3, 224, 224), min_size=_MIN_SIZE,
-            key_idea=("inverted residuals with linear bottlenecks" if v2
-                      else "depthwise-separable convolutions"),
-            num_classes=1000, params=params, paper_result=result,
-            torchvision_compatible=v2))
+_V1_TOP1 = "ImageNet top-1 {} ({}, {}M mult-adds, Table {})"
+V1_VARIANTS = [
+    _v1("mobilenet_v1", {}, 4_231_976, _V1_TOP1.format("70.6%", "1.0-224", 569, 6)),
+    _v1("mobilenet_v1_075", {"width_mult": 0.75}, 2_585_560,
+        _V1_TOP1.format("68.4%", "0.75-224", 325, 6)),
+    _v1("mobilenet_v1_050", {"width_mult": 0.5}, 1_331_592,
+        _V1_TOP1.format("63.7%", "0.5-224", 149, 6)),
+    _v1("mobilenet_v1_025", {"width_mult": 0.25}, 470_072,
+        _V1_TOP1.format("50.6%", "0.25-224", 41, 6)),
+    # resolution multiplier (Table 7): the 1.0 network at a smaller input; mobilenet_v1_224 is
+    # mobilenet_v1 under the name the table gives it
+    *(_v1(f"mobilenet_v1_{r}", {}, 4_231_976,
+          _V1_TOP1.format(top1, f"1.0-{r}", macs, 7), size=r)
+      for r, top1, macs in ((224, "70.6%", 569), (192, "69.1%", 418), (160, "67.2%", 290),
+                            (128, "64.4%", 186))),
+    _v1("mobilenet_v1_shallow", {"blocks": _V1_SHALLOW}, 2_887_976,
+        _V1_TOP1.format("65.3%", "shallow: no 14x14 x 512 blocks", 307, 5)),
+    _v1("mobilenet_v1_conv", {"separable": False}, 29_294_088,
+        _V1_TOP1.format("71.7%", "full 3x3 convs", 4866, 4)),
+]
+V2_VARIANTS = [
+    Variant("mobilenet_v2", {"width_mult": 1.0}, dict(
+        params=3_504_872, paper_result="ImageNet top-1 72.0% (300M mult-adds, 3.4M params)")),
+    Variant("mobilenet_v2_050", {"width_mult": 0.5}, dict(params=1_968_680)),
+    Variant("mobilenet_v2_075", {"width_mult": 0.75}, dict(params=2_636_424)),
+    Variant("mobilenet_v2_140", {"width_mult": 1.4}, dict(
+        params=6_108_776, paper_result="ImageNet top-1 74.7% (1.4, 585M mult-adds)")),
+]
 
-
-_register()
+register_family(MobileNetV1, V1_VARIANTS, family="mobilenet", paper=_V1_PAPER, year=2017,
+                min_size=_MIN_SIZE, key_idea="depthwise-separable convolutions",
+                num_classes=1000)
+register_family(MobileNetV2, V2_VARIANTS, family="mobilenet", paper=_V2_PAPER, year=2018,
+                input_size=(3, 224, 224), min_size=_MIN_SIZE,
+                key_idea="inverted residuals with linear bottlenecks", num_classes=1000,
+                follows="torchvision")

@@ -18,14 +18,13 @@ Caffe's ceil rounding):
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 
 class MLPConv(NamedTuple):
@@ -110,13 +109,15 @@ class NIN(ZooModel):
 _PAPER = "Lin, Chen & Yan, Network in network, ICLR 2014"
 _GAP = "1x1 convs as per-pixel MLPs, global average pooling"
 
-_CARDS = {
-    "nin": dict(input_size=(3, 32, 32), min_size=4, num_classes=10, params=966_986,
-                paper_result="CIFAR-10 error 10.41% (dropout), 8.81% (with augmentation)"),
-    "nin_imagenet": dict(input_size=(3, 224, 224), min_size=39, num_classes=1000,
-                         params=7_595_176, paper_result=None),
-}
+_RELEASED = "layer sizes and pooling of the authors' released Caffe model"
+VARIANTS = [
+    Variant("nin", dict(cfg=_CFGS["nin"]), dict(
+        input_size=(3, 32, 32), min_size=4, num_classes=10, params=966_986,
+        paper_result="CIFAR-10 error 10.41% (dropout), 8.81% (with augmentation)",
+        notes=_RELEASED + " (its second pool averages)")),
+    Variant("nin_imagenet", dict(cfg=_CFGS["nin_imagenet"]), dict(
+        input_size=(3, 224, 224), min_size=39, num_classes=1000, params=7_595_176,
+        paper_result=None, notes=_RELEASED + " (the paper reports no ImageNet result)")),
+]
 
-for _name, _cfg in _CFGS.items():
-    register_model(_name, partial(NIN, cfg=_cfg), ModelCard(
-        name=_name, family="nin", paper=_PAPER, year=2014, key_idea=_GAP, **_CARDS[_name]))
+register_family(NIN, VARIANTS, family="nin", paper=_PAPER, year=2014, key_idea=_GAP)

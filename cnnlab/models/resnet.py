@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from torch import nn
 from cnnlab.errors import UsageError
 from cnnlab.layers import LayerFn, init_he
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 SHORTCUTS = ("A", "B", "C", "none")
 
@@ -290,9 +289,14 @@ class ResNet(ZooModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Variant table. Results: ImageNet val top-1/top-5 error, 10-crop (2016a Tables 2-3; resnet18
-# only has top-1 there); CIFAR-10 test error (2016a Table 6, best run; 2016b Tables 3 and 4).
+# Variant table. Paper results: ImageNet val top-1/top-5 error, 10-crop (2016a Table 2: 18/34
+# plain and option A, top-1 only; Table 3: plain-34, 34 A/B/C, 50/101/152 with option B and the
+# stride on the first 1x1); CIFAR-10 test error (2016a Table 6, best run; 2016b Tables 3 and 4).
+# The torchvision rows whose layout the paper never trained (18 with option B, and v1.5) carry
+# the result of torchvision's own weights (IMAGENET1K_V1, single 224 crop, its model docs).
 _IMAGENET = dict(widths=(64, 128, 256, 512), stem="imagenet", stem_width=64, shortcut="B")
+_IMAGENET_A = dict(_IMAGENET, shortcut="A")
+_IMAGENET_PLAIN = dict(_IMAGENET, shortcut="none")
 _CIFAR = dict(widths=(16, 32, 64), stem="cifar", stem_width=16, shortcut="A")
 _PLAIN = dict(_CIFAR, shortcut="none")
 # Bottleneck pre-act nets: projection where dimensions change (2016b; KaimingHe/resnet-1k-layers),
@@ -304,55 +308,79 @@ _DEGRADATION = "Fig. 6: deeper plain nets have higher train and test error (degr
 _K_RES = "identity skip connection"
 _K_PLAIN = "plain stack, no shortcuts: shows the degradation problem"
 _K_PREACT = "pre-activation (BN-ReLU-conv): identity skip path from block to block"
+_V15 = ("v1.5 (torchvision): the stride of each stage's first bottleneck sits on the 3x3 conv; "
+        "the paper's v1 puts it on the first 1x1 (the _v1 row: same weights, fewer MACs)")
+_TV_ACC = ("ImageNet top-1/top-5 accuracy {} (single crop, torchvision's IMAGENET1K_V1 "
+           "weights)")
 
-# name: (block, blocks per stage, base options, params at the defaults, paper result, key idea)
-_VARIANTS: dict[str, tuple] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2), _IMAGENET, 11_689_512,
-                 "ImageNet top-1 error 27.88% (10-crop)", _K_RES),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), _IMAGENET, 21_797_672,
-                 "ImageNet top-1/top-5 error 24.52%/7.46% (10-crop, option B)", _K_RES),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), _IMAGENET, 25_557_032,
-                 "ImageNet top-1/top-5 error 22.85%/6.71% (10-crop)", _K_RES),
-    "resnet101": (Bottleneck, (3, 4, 23, 3), _IMAGENET, 44_549_160,
-                  "ImageNet top-1/top-5 error 21.75%/6.05% (10-crop)", _K_RES),
-    "resnet152": (Bottleneck, (3, 8, 36, 3), _IMAGENET, 60_192_808,
-                  "ImageNet top-1/top-5 error 21.43%/5.71% (10-crop)", _K_RES),
-    "resnet20": (BasicBlock, (3,) * 3, _CIFAR, 269_722, "CIFAR-10 error 8.75%", _K_RES),
-    "resnet32": (BasicBlock, (5,) * 3, _CIFAR, 464_154, "CIFAR-10 error 7.51%", _K_RES),
-    "resnet44": (BasicBlock, (7,) * 3, _CIFAR, 658_586, "CIFAR-10 error 7.17%", _K_RES),
-    "resnet56": (BasicBlock, (9,) * 3, _CIFAR, 853_018, "CIFAR-10 error 6.97%", _K_RES),
-    "resnet110": (BasicBlock, (18,) * 3, _CIFAR, 1_727_962, "CIFAR-10 error 6.43%", _K_RES),
-    "resnet1202": (BasicBlock, (200,) * 3, _CIFAR, 19_421_274, "CIFAR-10 error 7.93% (overfits)",
-                   _K_RES),
-    "plain20": (BasicBlock, (3,) * 3, _PLAIN, 269_722, _DEGRADATION, _K_PLAIN),
-    "plain32": (BasicBlock, (5,) * 3, _PLAIN, 464_154, _DEGRADATION, _K_PLAIN),
-    "plain44": (BasicBlock, (7,) * 3, _PLAIN, 658_586, _DEGRADATION, _K_PLAIN),
-    "plain56": (BasicBlock, (9,) * 3, _PLAIN, 853_018, _DEGRADATION, _K_PLAIN),
-    "plain110": (BasicBlock, (18,) * 3, _PLAIN, 1_727_962,
-                 "CIFAR-10 error above 60% (Fig. 6, not plotted)", _K_PLAIN),
-    "preact_resnet110": (PreActBasicBlock, (18,) * 3, _CIFAR, 1_727_962,
-                         "CIFAR-10 error 6.37%", _K_PREACT),
-    "preact_resnet164": (PreActBottleneck, (18,) * 3, _PREACT_BOTTLENECK, 1_703_258,
-                         "CIFAR-10 error 5.46%", _K_PREACT),
-    "preact_resnet1001": (PreActBottleneck, (111,) * 3, _PREACT_BOTTLENECK, 10_327_706,
-                          "CIFAR-10 error 4.62%", _K_PREACT),
-}
+
+def _row(name, block, layers, base, params, result, idea=_K_RES, **card) -> Variant:
+    imagenet = base["stem"] == "imagenet"
+    card = dict(params=params, paper_result=result, key_idea=idea,
+                input_size=(3, 224, 224) if imagenet else (3, 32, 32),
+                num_classes=1000 if imagenet else 10,
+                paper=_PAPER_2016B if block.preact else _PAPER_2016A, **card)
+    return Variant(name, dict(block=block, layers=layers, **base), card)
+
 
 _PAPER_2016A = "He, Zhang, Ren, Sun: Deep Residual Learning for Image Recognition, CVPR 2016"
 _PAPER_2016B = "He, Zhang, Ren, Sun: Identity Mappings in Deep Residual Networks, ECCV 2016"
+_TV = dict(follows="torchvision")
 
-for _name, (_block, _layers, _base, _params, _result, _idea) in _VARIANTS.items():
-    _imagenet = _base["stem"] == "imagenet"
-    register_model(
-        _name,
-        partial(ResNet, block=_block, layers=_layers, **_base),
-        ModelCard(
-            name=_name, family="resnet",
-            paper=_PAPER_2016B if _block.preact else _PAPER_2016A, year=2016,
-            input_size=(3, 224, 224) if _imagenet else (3, 32, 32),
-            # every size-reducing op maps h -> floor((h - 1) / 2) + 1 >= 1 and the pool is
-            # adaptive, so a 1x1 input reaches a 1x1 final map; 0 is meaningless
-            min_size=1, key_idea=_idea, num_classes=1000 if _imagenet else 10,
-            params=_params, paper_result=_result, torchvision_compatible=_imagenet,
-        ),
-    )
+VARIANTS = [
+    # ImageNet, torchvision's layout (option B; v1.5 bottlenecks)
+    _row("resnet18", BasicBlock, (2, 2, 2, 2), _IMAGENET, 11_689_512, _TV_ACC.format(
+        "69.758%/89.078%"), notes="option B; the paper's 27.88% (Table 2) is for option A: "
+        "resnet18_a", **_TV),
+    _row("resnet34", BasicBlock, (3, 4, 6, 3), _IMAGENET, 21_797_672,
+         "ImageNet top-1/top-5 error 24.52%/7.46% (10-crop, option B, Table 3)", **_TV),
+    _row("resnet50", Bottleneck, (3, 4, 6, 3), _IMAGENET, 25_557_032,
+         _TV_ACC.format("76.130%/92.862%"), notes=_V15, **_TV),
+    _row("resnet101", Bottleneck, (3, 4, 23, 3), _IMAGENET, 44_549_160,
+         _TV_ACC.format("77.374%/93.546%"), notes=_V15, **_TV),
+    _row("resnet152", Bottleneck, (3, 8, 36, 3), _IMAGENET, 60_192_808,
+         _TV_ACC.format("78.312%/94.046%"), notes=_V15, **_TV),
+    # ImageNet, the paper's own layouts
+    _row("resnet18_a", BasicBlock, (2, 2, 2, 2), _IMAGENET_A, 11_515_688,
+         "ImageNet top-1 error 27.88% (10-crop, option A, Table 2)"),
+    _row("resnet34_a", BasicBlock, (3, 4, 6, 3), _IMAGENET_A, 21_623_848,
+         "ImageNet top-1/top-5 error 25.03%/7.76% (10-crop, option A, Table 3)"),
+    _row("resnet34_c", BasicBlock, (3, 4, 6, 3), dict(_IMAGENET, shortcut="C"), 22_716_840,
+         "ImageNet top-1/top-5 error 24.19%/7.40% (10-crop, option C, Table 3)"),
+    _row("resnet50_v1", Bottleneck, (3, 4, 6, 3), dict(_IMAGENET, stride_in_1x1=True),
+         25_557_032, "ImageNet top-1/top-5 error 22.85%/6.71% (10-crop, Table 3)"),
+    _row("resnet101_v1", Bottleneck, (3, 4, 23, 3), dict(_IMAGENET, stride_in_1x1=True),
+         44_549_160, "ImageNet top-1/top-5 error 21.75%/6.05% (10-crop, Table 3)"),
+    _row("resnet152_v1", Bottleneck, (3, 8, 36, 3), dict(_IMAGENET, stride_in_1x1=True),
+         60_192_808, "ImageNet top-1/top-5 error 21.43%/5.71% (10-crop, Table 3)"),
+    _row("plain18", BasicBlock, (2, 2, 2, 2), _IMAGENET_PLAIN, 11_515_688,
+         "ImageNet top-1 error 27.94% (10-crop, Table 2; ResNet-18 A: 27.88%)", _K_PLAIN),
+    _row("plain34", BasicBlock, (3, 4, 6, 3), _IMAGENET_PLAIN, 21_623_848,
+         "ImageNet top-1/top-5 error 28.54%/10.02% (10-crop, Table 3; higher than plain-18: "
+         "degradation, Fig. 4)", _K_PLAIN),
+    # CIFAR-10 (section 4.2)
+    _row("resnet20", BasicBlock, (3,) * 3, _CIFAR, 269_722, "CIFAR-10 error 8.75%"),
+    _row("resnet32", BasicBlock, (5,) * 3, _CIFAR, 464_154, "CIFAR-10 error 7.51%"),
+    _row("resnet44", BasicBlock, (7,) * 3, _CIFAR, 658_586, "CIFAR-10 error 7.17%"),
+    _row("resnet56", BasicBlock, (9,) * 3, _CIFAR, 853_018, "CIFAR-10 error 6.97%"),
+    _row("resnet110", BasicBlock, (18,) * 3, _CIFAR, 1_727_962, "CIFAR-10 error 6.43%"),
+    _row("resnet1202", BasicBlock, (200,) * 3, _CIFAR, 19_421_274,
+         "CIFAR-10 error 7.93% (overfits)"),
+    _row("plain20", BasicBlock, (3,) * 3, _PLAIN, 269_722, _DEGRADATION, _K_PLAIN),
+    _row("plain32", BasicBlock, (5,) * 3, _PLAIN, 464_154, _DEGRADATION, _K_PLAIN),
+    _row("plain44", BasicBlock, (7,) * 3, _PLAIN, 658_586, _DEGRADATION, _K_PLAIN),
+    _row("plain56", BasicBlock, (9,) * 3, _PLAIN, 853_018, _DEGRADATION, _K_PLAIN),
+    _row("plain110", BasicBlock, (18,) * 3, _PLAIN, 1_727_962,
+         "CIFAR-10 error above 60% (Fig. 6, not plotted)", _K_PLAIN),
+    # pre-activation (2016b)
+    _row("preact_resnet110", PreActBasicBlock, (18,) * 3, _CIFAR, 1_727_962,
+         "CIFAR-10 error 6.37%", _K_PREACT),
+    _row("preact_resnet164", PreActBottleneck, (18,) * 3, _PREACT_BOTTLENECK, 1_703_258,
+         "CIFAR-10 error 5.46%", _K_PREACT),
+    _row("preact_resnet1001", PreActBottleneck, (111,) * 3, _PREACT_BOTTLENECK, 10_327_706,
+         "CIFAR-10 error 4.62%", _K_PREACT),
+]
+
+# every size-reducing op maps h -> floor((h - 1) / 2) + 1 >= 1 and the pool is adaptive, so a
+# 1x1 input reaches a 1x1 final map (tests/models check it against the analyzer)
+register_family(ResNet, VARIANTS, family="resnet", year=2016, min_size=1)

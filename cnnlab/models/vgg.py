@@ -2,12 +2,13 @@
 recognition", ICLR 2015).
 
 The paper's configurations are rows of one table (its Table 1): an int is a 3x3 conv with that
-many channels (padding 1), `(c, 1)` a 1x1 conv (configuration C), "M" a 2x2/2 max-pool. Every
+many channels (padding 1), `(c, 1)` a 1x1 conv (configuration C), "L" local response
+normalisation (configuration A-LRN, with AlexNet's settings), "M" a 2x2/2 max-pool. Every
 row is registered plain; the rows torchvision publishes also with BatchNorm after each conv
 (`_bn`, not in the paper, which predates BatchNorm). Layout and key names follow torchvision
 (features / avgpool AdaptiveAvgPool2d(7) / classifier), so its weights load unchanged;
-configuration C (`vgg16_c`, 133,638,952 params; the paper's Table 2
-rounds to 134M) is the paper's, absent from torchvision.
+configurations C (`vgg16_c`, 133,638,952 params; the paper's Table 2 rounds to 134M) and A-LRN
+(`vgg11_lrn`, A's 132,863,336: LRN has no parameters) are the paper's, absent from torchvision.
 
 Why stacks of 3x3: two 3x3 convs see a 5x5 field with 2*9*C^2 weights instead of 25*C^2
 (C=128: 294,912 vs 409,600), and add a non-linearity in between.
@@ -16,19 +17,19 @@ Why stacks of 3x3: two 3x3 convs see a 5x5 field with 2*9*C^2 weights instead of
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from torch import nn
 
-from cnnlab.layers import init_he
+from cnnlab.layers import init_he, krizhevsky_lrn
 from cnnlab.models.base import ZooModel
-from cnnlab.models.registry import ModelCard, register_model
+from cnnlab.models.registry import Variant, register_family
 
 Cfg = tuple[int | tuple[int, int] | str, ...]
 
-# paper Table 1 (columns A, B, C, D, E)
+# paper Table 1 (columns A, A-LRN, B, C, D, E)
 _CFGS: dict[str, Cfg] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg11_lrn": (64, "L", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg16_c": (64, 64, "M", 128, 128, "M", 256, 256, (256, 1), "M",
                 512, 512, (512, 1), "M", 512, 512, (512, 1), "M"),
@@ -38,23 +39,6 @@ _CFGS: dict[str, Cfg] = {
               512, 512, 512, 512, "M"),
 }
 
-# (plain, _bn) counts at 1000 classes: torchvision's for its rows; C is computed (D minus 3 kernels
-# shrunk from 3x3 to 1x1 = 138,357,544 - 8 * (256^2 + 2 * 512^2) = 133,638,952) and, like the
-# paper, has no BatchNorm twin (None)
-_PARAMS = {
-    "vgg11": (132_863_336, 132_868_840), "vgg13": (133_047_848, 133_053_736),
-    "vgg16": (138_357_544, 138_365_992), "vgg19": (143_667_240, 143_678_248),
-    "vgg16_c": (133_638_952, None),
-}
-_TOP5 = {  # paper Table 3/4, single scale, error top-1 / top-5
-    "vgg11": "ImageNet top-1/top-5 error 29.6/10.4% (single scale, A)",
-    "vgg13": "ImageNet top-1/top-5 error 28.7/9.9% (single scale, B)",
-    "vgg16_c": "ImageNet top-1/top-5 error 27.3/8.8% (single scale, C, jittered training)",
-    "vgg16": "ImageNet top-1/top-5 error 25.6/8.1% (single scale, D, jittered training)",
-    "vgg19": "ImageNet top-1/top-5 error 25.5/8.0% (single scale, E, jittered training)",
-}
-
-
 def make_features(cfg: Cfg, in_chans: int,
                   norm_layer: Callable[[int], nn.Module] | None) -> tuple[nn.Sequential, int]:
     """One Sequential of conv [norm] ReLU ... M, indexed as torchvision indexes it."""
@@ -63,6 +47,9 @@ def make_features(cfg: Cfg, in_chans: int,
     for item in cfg:
         if item == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        if item == "L":
+            layers.append(krizhevsky_lrn())
             continue
         c_out, k = item if isinstance(item, tuple) else (item, 3)
         layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2))
@@ -101,17 +88,41 @@ class VGG(ZooModel):
 
 _PAPER = "Simonyan & Zisserman, Very deep convolutional networks for large-scale image " \
          "recognition, ICLR 2015"
+# paper Table 3: single test scale, error top-1 / top-5; C, D and E at their best (trained with
+# scale jittering S in [256, 512], tested at Q = 384)
+_RESULT = "ImageNet top-1/top-5 error {} (single scale, {})"
+_ADAPTIVE = ("adaptive 7x7 average pool before fc6 (an identity at 224; for other sizes the "
+             "paper turns the FC layers into convolutions at test time)")
+_BN = "BatchNorm after every conv: torchvision's addition (the paper predates BatchNorm)"
+# params at 1000 classes: torchvision's for its rows; C is D with the third conv of
+# stages 3-5 shrunk from 3x3 to 1x1 = 138,357,544 - 8 * (256^2 + 2 * 512^2) = 133,638,952
+VARIANTS = [
+    Variant("vgg11", dict(cfg=_CFGS["vgg11"]), dict(
+        params=132_863_336, paper_result=_RESULT.format("29.6%/10.4%", "A"),
+        follows="torchvision", notes=_ADAPTIVE)),
+    Variant("vgg11_lrn", dict(cfg=_CFGS["vgg11_lrn"]), dict(
+        params=132_863_336, paper_result=_RESULT.format("29.7%/10.5%", "A-LRN: LRN does not "
+                                                        "help"))),
+    Variant("vgg13", dict(cfg=_CFGS["vgg13"]), dict(
+        params=133_047_848, paper_result=_RESULT.format("28.7%/9.9%", "B"),
+        follows="torchvision", notes=_ADAPTIVE)),
+    Variant("vgg16_c", dict(cfg=_CFGS["vgg16_c"]), dict(
+        params=133_638_952, paper_result=_RESULT.format("27.3%/8.8%", "C, jittered training"))),
+    Variant("vgg16", dict(cfg=_CFGS["vgg16"]), dict(
+        params=138_357_544, paper_result=_RESULT.format("25.6%/8.1%", "D, jittered training"),
+        follows="torchvision", notes=_ADAPTIVE)),
+    Variant("vgg19", dict(cfg=_CFGS["vgg19"]), dict(
+        params=143_667_240, paper_result=_RESULT.format("25.5%/8.0%", "E, jittered training"),
+        follows="torchvision", notes=_ADAPTIVE)),
+] + [
+    Variant(f"{name}_bn", dict(cfg=_CFGS[name], norm_layer=nn.BatchNorm2d), dict(
+        params=params, follows="torchvision", notes=_BN))
+    for name, params in (("vgg11", 132_868_840), ("vgg13", 133_053_736),
+                         ("vgg16", 138_365_992), ("vgg19", 143_678_248))
+]
 
-for _name, _cfg in _CFGS.items():
-    for _norm, _suffix in ((None, ""), (nn.BatchNorm2d, "_bn")):
-        if _PARAMS[_name][_norm is not None] is None:  # no BatchNorm twin of this row
-            continue
-        register_model(_name + _suffix, partial(VGG, cfg=_cfg, norm_layer=_norm), ModelCard(
-            name=_name + _suffix, family="vgg", paper=_PAPER, year=2014,
-            input_size=(3, 224, 224),
-            min_size=32,  # five 2x2 pools: 32 -> 1; 31 shrinks to nothing
-            key_idea="stacked 3x3 convs (two 3x3 = one 5x5 receptive field, fewer parameters)",
-            num_classes=1000, params=_PARAMS[_name][_norm is not None],
-            paper_result=_TOP5[_name] if not _suffix else None,
-            torchvision_compatible=_name != "vgg16_c",
-        ))
+register_family(
+    VGG, VARIANTS, family="vgg", paper=_PAPER, year=2014, input_size=(3, 224, 224),
+    min_size=32,  # five 2x2 pools: 32 -> 1; 31 shrinks to nothing
+    key_idea="stacked 3x3 convs (two 3x3 = one 5x5 receptive field, fewer parameters)",
+    num_classes=1000)

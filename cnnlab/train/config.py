@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.errors import UsageError
+from cnnlab.errors import InvalidSetting, UsageError
 
 _CHOICES = {
     "optimizer": ("sgd", "adamw"),
@@ -43,12 +44,17 @@ class TrainConfig:
     data_dir: str | None = _f(None, "dataset folder (default $CNNLAB_DATA or ~/.cache/cnnlab)")
     image_size: int | None = _f(None, "train/test at this square size (default: the dataset's, "
                                       "raised to the model's min_size when smaller)")
-    train_subset: int | None = _f(None, "use only the first N training images (quick runs)")
-    test_subset: int | None = _f(None, "evaluate on only the first N test images")
+    train_subset: int | None = _f(None, "train on a seeded, class-stratified sample of N images")
+    test_subset: int | None = _f(None, "evaluate on a seeded, class-stratified sample of N images")
     augment: bool = _f(True, "the dataset's standard augmentation (crop+pad, flips where valid)")
+    strict: bool = _f(False, "image folders: stop at files that are not images instead of "
+                             "skipping them with a warning")
+    pixel_range: list = _f([], "LOW,HIGH: map pixel 0 to LOW and 255 to HIGH instead of "
+                               "standardising with the dataset's mean/std (LeNet-5: -0.1,1.175)")
     # how long
     epochs: int = _f(10, "passes over the training set")
-    batch_size: int = _f(128, "images per optimizer step")
+    batch_size: int = _f(128, "images per optimizer step, in total: under torchrun each of the "
+                              "N processes takes batch_size / N (the lr is never rescaled)")
     eval_batch_size: int = _f(500, "images per evaluation batch")
     # optimizer
     optimizer: str = _f("sgd", "sgd (momentum, optionally Nesterov) or adamw")
@@ -60,6 +66,7 @@ class TrainConfig:
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing, 0 = off")
     grad_clip: float | None = _f(None, "clip the global gradient L2 norm to this value")
     aux_weight: float = _f(0.3, "weight of auxiliary classifier losses (GoogLeNet paper: 0.3)")
+    sync_bn: bool = _f(False, "under torchrun: BatchNorm statistics over the global batch")
     # learning-rate schedule, per iteration: see schedule.lr_at
     schedule: str = _f("cosine", "constant, step, multistep, cosine or onecycle")
     warmup_epochs: float = _f(0.0, "linear warm-up from ~0 to lr over this many epochs")
@@ -78,40 +85,94 @@ class TrainConfig:
     workers: int = _f(2, "loader worker processes for image folders")
     # bookkeeping
     seed: int = _f(0, "seeds model init, data order and augmentation")
-    out: str | None = _f(None, "run folder (default runs/<model>-<dataset>-<timestamp>)")
-    eval_every: int = _f(1, "evaluate on the test set every N epochs (and always at the end)")
+    out: str | None = _f(None, "run folder (the command's default: runs/<model>-<dataset>-"
+                               "<timestamp>; from Python, None writes no files)")
+    tensorboard: bool = _f(False, "also write TensorBoard event files to RUN/tensorboard "
+                                  "(needs the tensorboard extra)")
+    eval_every: float = _f(1.0, "evaluate on the test set every F epochs; a fraction such as "
+                                "0.25 evaluates 4 times per epoch (always at the end)")
+    stop_at_top1: float | None = _f(None, "stop at the first evaluation whose test top-1 reaches "
+                                          "X percent (time to accuracy)")
 
     # ---- checks -------------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
+        """Raise InvalidSetting (field, value, allowed) for the first value out of range."""
         for name, choices in _CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise UsageError(f"{name} must be one of {', '.join(choices)}, "
-                                 f"got {getattr(self, name)!r}")
-        positive = ("epochs", "batch_size", "eval_batch_size", "lr", "eval_every")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise UsageError(f"{name} must be positive, got {getattr(self, name)!r}")
-        nonneg = ("weight_decay", "label_smoothing", "warmup_epochs", "momentum", "aux_weight",
-                  "min_lr_ratio")
-        for name in nonneg:
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+            _check(self, name, getattr(self, name) in choices, "one of " + ", ".join(choices))
+        for f in fields(self):  # inf and nan pass every comparison below the wrong way
+            value = getattr(self, f.name)
+            numbers = value if isinstance(value, list) else [value]
+            _check(self, f.name, all(math.isfinite(v) for v in numbers
+                                     if isinstance(v, float)), "a finite number")
+        for name in ("epochs", "batch_size", "eval_batch_size", "lr", "eval_every", "step_size",
+                     "onecycle_div", "gamma"):
+            _check(self, name, getattr(self, name) > 0, "positive")
+        for name in ("weight_decay", "label_smoothing", "warmup_epochs", "aux_weight",
+                     "min_lr_ratio", "workers", "seed"):
+            _check(self, name, getattr(self, name) >= 0, "at least 0")
         for name in ("image_size", "train_subset", "test_subset", "threads", "grad_clip"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise UsageError(f"{name} must be positive, got {value!r}")
-        if self.label_smoothing >= 1:
-            raise UsageError(f"label_smoothing must be < 1, got {self.label_smoothing}")
-        if not 0 < self.onecycle_pct < 1:
-            raise UsageError(f"onecycle_pct must be in (0, 1), got {self.onecycle_pct}")
-        if self.schedule == "onecycle" and self.warmup_epochs:
-            raise UsageError("onecycle has its own warm-up (onecycle_pct); set warmup_epochs 0")
-        if sorted(self.milestones) != list(self.milestones):
-            raise UsageError(f"milestones must be increasing, got {self.milestones}")
+            _check(self, name, value is None or value > 0, "positive")
+        _check(self, "seed", self.seed < 2**63, "below 2**63")
+        _check(self, "momentum", 0 <= self.momentum < 1, "in [0, 1)")
+        _check(self, "label_smoothing", self.label_smoothing < 1, "below 1")
+        _check(self, "min_lr_ratio", self.min_lr_ratio <= 1, "at most 1")
+        _check(self, "onecycle_pct", 0 < self.onecycle_pct < 1, "in (0, 1)")
+        _check(self, "stop_at_top1", self.stop_at_top1 is None or 0 < self.stop_at_top1 <= 100,
+               "a percentage in (0, 100]")
+        _check(self, "warmup_epochs", self.warmup_epochs <= self.epochs,
+               f"at most the number of epochs ({self.epochs})")
+        _check(self, "warmup_epochs", not (self.schedule == "onecycle" and self.warmup_epochs),
+               "0 with the onecycle schedule (it has its own warm-up, onecycle_pct)")
+        _check(self, "milestones", list(self.milestones) == sorted(self.milestones)
+               and all(m > 0 for m in self.milestones), "increasing positive epochs")
+        _check(self, "pixel_range", not self.pixel_range or (
+            len(self.pixel_range) == 2 and self.pixel_range[0] < self.pixel_range[1]),
+            "empty or two numbers LOW < HIGH")
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_model_kwargs(model: str, kwargs: dict) -> None:
+    """Every key of `kwargs` must be a keyword of the registered builder of `model` (unless it
+    takes **kwargs): a typo fails here, with the closest names, not as a TypeError mid-build."""
+    import inspect
+
+    from cnnlab.models.registry import _lookup
+
+    build = _lookup(model).fn
+    if not kwargs:
+        return
+    params = inspect.signature(build).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        # options pass through to inner modules: building on the meta device (no memory,
+        # no arithmetic) is the check that knows them all
+        import torch
+
+        from cnnlab.models import create_model
+
+        try:
+            with torch.device("meta"):
+                create_model(model, **kwargs)
+        except TypeError as err:
+            raise InvalidSetting("model_kwargs", kwargs, f"options that {model} takes ({err})"
+                                 ) from None
+        return
+    known = [n for n, p in params.items()
+             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=2)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise InvalidSetting("model_kwargs", key, f"an option of {model}: "
+                                 f"{', '.join(known)}{hint}")
+
+
+def _check(cfg: TrainConfig, name: str, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise InvalidSetting(name, getattr(cfg, name), allowed)
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -218,7 +279,11 @@ def _parse_kv(text: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise argparse.ArgumentTypeError(f"{key.strip()}: {value!r} is not a YAML value "
+                                             "(quote text, e.g. act='relu')") from None
     return out
 
 

@@ -15,14 +15,19 @@ def test_summary_table(capsys):
 def test_summary_json_and_csv(capsys):
     assert main(["summary", "alexnet", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["schema"] == "cnnlab.summary/1" and d["totals"]["macs"] == 714_188_480
+    assert d["schema"] == "cnnlab.summary/2" and d["totals"]["macs"] == 714_188_480
     assert d["totals"]["receptive_field"] == [195, 195]
     assert d["totals"]["min_input_size"] == [3, 63, 63]
     assert [r["name"] for r in d["layers"]][:3] == ["features.0", "features.1", "features.2"]
     assert main(["summary", "alexnet", "--csv", "--input", "3,227,227"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("name,type,call,output_shape")
-    assert lines[1] == "features.0,Conv2d,1,1x64x56x56,23296,0,72855552,11x11,4x4"  # 64*56*56*363
+    assert lines[0] == ("name,type,call,input_shape,output_shape,kernel_shape,params_trainable,"
+                        "params_frozen,params_percent,macs,macs_connected,bn_ops,act_ops,"
+                        "pool_ops,eltwise_ops,activation_bytes,receptive_field,jump,"
+                        "conv_path_receptive_field")
+    # 64*56*56*363 MACs; 23,296 / 61,100,840 params = 0.04%; a 64x56x56 fp32 output
+    assert lines[1] == ("features.0,Conv2d,1,1x3x227x227,1x64x56x56,64x3x11x11,23296,0,0.04,"
+                        "72855552,72855552,0,0,0,0,802816,11x11,4x4,-")
 
 
 def test_summary_too_small_exits_2(capsys):

@@ -248,19 +248,30 @@ def test_other_channel_count_builds_with_in_chans():
 def test_json_schema_and_csv():
     s = summarize(Tiny(), (3, 16, 16))
     d = json.loads(json.dumps(s.to_dict()))
-    assert d["schema"] == "cnnlab.summary/1" and d["model"] == "Tiny"
+    assert d["schema"] == "cnnlab.summary/2" and d["model"] == "Tiny"
     assert d["input_size"] == [3, 16, 16]
     assert set(d["totals"]) == {"params", "params_trainable", "params_frozen", "params_unused",
                                 "macs", "depth", "weight_layers", "receptive_field", "jump",
-                                "output_shape", "min_input_size"}
+                                "output_shape", "min_input_size", "macs_connected", "train_macs",
+                                "bn_ops", "act_ops", "pool_ops", "eltwise_ops", "param_bytes",
+                                "activation_bytes", "conv_path_receptive_field",
+                                "training_memory"}
     assert d["layers"][0] == {"name": "conv", "type": "Conv2d", "call": 1,
-                              "output_shape": [1, 8, 16, 16], "params": 224,
-                              "params_trainable": 224, "params_frozen": 0, "macs": 55_296,
-                              "receptive_field": [3, 3], "jump": [1, 1]}
-    assert d["unknown_ops"] == []
+                              "input_shape": [1, 3, 16, 16], "output_shape": [1, 8, 16, 16],
+                              "kernel_shape": [8, 3, 3, 3], "params": 224,
+                              "params_trainable": 224, "params_frozen": 0,
+                              "params_percent": 7.48,  # 224 / 2,994
+                              "macs": 55_296, "macs_connected": 55_296, "bn_ops": 0,
+                              "act_ops": 0, "pool_ops": 0, "eltwise_ops": 0,
+                              "activation_bytes": 8 * 16 * 16 * 4,  # its fp32 output
+                              "receptive_field": [3, 3], "jump": [1, 1],
+                              "conv_path_receptive_field": None}
+    assert d["unknown_ops"] == [] and d["totals"]["training_memory"] is None
+    assert d["totals"]["param_bytes"] == 2994 * 4
     rows = list(csv.DictReader(io.StringIO(s.to_csv())))
     assert len(rows) == len(s.rows) and rows[2]["receptive_field"] == "5x5"
-    assert rows[-1]["jump"] == "" or rows[-1]["jump"] == "-"
+    assert rows[-1]["jump"] == "-" and rows[0]["kernel_shape"] == "8x3x3x3"
+    assert list(rows[0]) == [k for k in d["layers"][0] if k != "params"]
 
 
 def test_fold_keeps_the_totals():
@@ -278,8 +289,11 @@ def test_fold_keeps_the_totals():
 def test_unknown_ops_are_reported_not_ignored():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3))
     s = summarize(net, (1, 12, 12))
-    assert s.unknown_ops == [{"module": "1", "op": "aten.upsample_nearest2d", "count": 1}]
+    assert s.unknown_ops == [  # neither a cost formula nor a receptive-field rule
+        {"module": "1", "op": "upsample_nearest2d", "count": 1, "missing": "cost"},
+        {"module": "1", "op": "upsample_nearest2d", "count": 1, "missing": "receptive_field"}]
     assert "not exact after ops cnnlab does not model" in s.render()
+    assert "ops without a cost formula (not counted): upsample_nearest2d x1 in 1" in s.render()
     assert s.totals.macs == 10 * 10 * 2 * 9 + 18 * 18 * 2 * 18  # MACs are still counted
 
 

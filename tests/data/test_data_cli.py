@@ -44,7 +44,7 @@ def test_verify_bad_and_missing(tmp_path, capsys):
 def test_download_without_source(tmp_path, capsys):
     assert main(["data", "download", "cifar10-jpeg", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "cifar10-jpeg.tar.gz cannot be downloaded" in err
+    assert "cifar10-jpeg.tar.gz: cannot be downloaded" in err
     assert str(tmp_path / "cifar10-jpeg") in err
     assert main(["data", "download", "cifar11"]) == 2
     assert "did you mean cifar10" in capsys.readouterr().err

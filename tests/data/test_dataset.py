@@ -60,17 +60,18 @@ def test_unknown_names_and_paths(tmp_path):
 
 
 def test_missing_dataset_offline(tmp_path):
-    with pytest.raises(DatasetError, match="missing cifar-10-binary.tar.gz in .*cifar10"):
+    with pytest.raises(DatasetError, match="1 file.s. missing from .*cifar10"):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
 
 
-def _register(monkeypatch, name, archive):
-    """Point catalog entry `name` at a small archive the test wrote (its own checksums)."""
+def _register(monkeypatch, name, archive, **facts):
+    """Point catalog entry `name` at a small archive the test wrote (its own checksums, and
+    its own `facts` such as splits and classes)."""
     data = archive.read_bytes()
     spec = catalog.CATALOG[name]
     f = replace(spec.files[0], size=len(data), md5=hashlib.md5(data).hexdigest(),
                 sha256=hashlib.sha256(data).hexdigest())
-    monkeypatch.setitem(catalog.CATALOG, name, replace(spec, files=(f,)))
+    monkeypatch.setitem(catalog.CATALOG, name, replace(spec, files=(f,), **facts))
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
@@ -107,7 +108,8 @@ def test_image_archive_is_decoded_once_and_cached(tmp_path, monkeypatch, write_t
     folder = tmp_path / "cifar10-jpeg"
     folder.mkdir()
     archive = write_tar(folder / "cifar10-jpeg.tar.gz", members)
-    _register(monkeypatch, "cifar10-jpeg", archive)
+    _register(monkeypatch, "cifar10-jpeg", archive, splits=(("train", 8), ("test", 4)),
+              classes=("cat", "dog"))
     first = load_dataset("cifar10-jpeg", "train", data_dir=tmp_path)
     assert first.images.shape == (8, 3, 32, 32) and first.classes == ["cat", "dog"]
     cache = decoded_cache_dir(catalog.CATALOG["cifar10-jpeg"])
@@ -161,3 +163,43 @@ def test_folder_in_memory_and_streaming(tmp_path, make_folder):
         assert torch.equal(img, train.images[i]) and label == train.labels[i]
     grey = load_dataset(tmp_path, "train", channels=1, image_size=8)
     assert grey.images.shape == (6, 1, 8, 8) and len(grey.mean) == 1
+
+
+def test_stratified_subset_keeps_class_proportions_and_is_seeded(real_data):
+    from cnnlab.data import stratified_subset
+
+    full = load_dataset("mnist", "test")
+    sub = stratified_subset(full, 1000, seed=3)
+    # 1,000 of 10,000: each class at its share (980 -> 98, 1135 -> 113.5 ...), largest
+    # remainders rounding up, so the counts differ from share by less than one
+    shares = [c / 10 for c in MNIST_COUNTS["test"]]
+    assert sum(sub.class_counts()) == 1000
+    assert all(abs(got - want) < 1 for got, want in zip(sub.class_counts(), shares, strict=True))
+    assert torch.equal(sub.labels, stratified_subset(full, 1000, seed=3).labels)
+    other = stratified_subset(full, 1000, seed=4)
+    assert not torch.equal(sub.images, other.images)  # another seed, other images
+    # the samples are real members of their class, in the dataset's order
+    idx = [int(i) for i in torch.nonzero((full.images.flatten(1)[:, None] == sub.images.flatten(
+        1)[None, :5]).all(-1).T)[:, 1]]
+    assert idx == sorted(idx) and all(full.labels[i] == sub.labels[k] for k, i in enumerate(idx))
+    assert stratified_subset(full, None) is full and stratified_subset(full, 10**6) is full
+
+
+def test_stratified_subset_of_a_class_sorted_folder(tmp_path, make_folder):
+    """The first N files of a class-sorted folder are one class; the subset is not."""
+    from cnnlab.data import stratified_subset
+
+    make_folder(tmp_path, per_class=6)  # cat 0-5, then dog 0-5
+    for in_memory in (True, False):
+        ds = load_dataset(tmp_path, "train", in_memory=in_memory)
+        assert ds.labels[:4].tolist() == [0, 0, 0, 0]
+        sub = stratified_subset(ds, 4, seed=0)
+        assert sorted(sub.labels.tolist()) == [0, 0, 1, 1] and len(sub) == 4
+    tiny = stratified_subset(ds, 1, seed=0)  # fewer samples than classes: still n
+    assert len(tiny) == 1
+
+
+def test_catalog_splits_are_decoded_once_per_process(real_data):
+    a = load_dataset("mnist", "test")
+    b = load_dataset("mnist", "test", data_dir=str(real_data))
+    assert a is b  # the same decoded tensors, not a second decode

@@ -101,15 +101,20 @@ def test_sharding_across_ranks():
     ds = _toy(n=11)
     ds.labels = torch.arange(11)  # labels = sample ids, to see which samples each rank gets
     perm = torch.randperm(11, generator=epoch_generator(1, 0, 0))
-    padded = torch.cat([perm, perm[:1]])  # 12 slots for 11 samples: the first wraps around
+    # evaluation: disjoint shards that cover every sample exactly once
     seen = []
     for rank in range(3):
         loader = DeviceLoader(ds, 2, shuffle=True, augment=None, seed=1, rank=rank, world_size=3)
-        assert len(loader) == 2  # ceil(11 / 3) = 4 samples per rank, batches of 2
+        assert len(loader) == 2  # 4, 4 and 3 samples in batches of 2
         ids = _epoch(loader)[1]
-        assert torch.equal(ids, padded[rank::3])
+        assert torch.equal(ids, perm[rank::3])
         seen.append(ids)
-    assert set(torch.cat(seen).tolist()) == set(range(11))
+    assert sorted(torch.cat(seen).tolist()) == list(range(11))
+    # training: whole global batches of 2 x 3; batch i of all ranks = global batch i
+    shards = [_epoch(DeviceLoader(ds, 2, shuffle=True, augment=None, seed=1, drop_last=True,
+                                  rank=r, world_size=3))[1] for r in range(3)]
+    assert [len(s) for s in shards] == [2, 2, 2]  # one global batch of 6; 5 samples dropped
+    assert sorted(torch.cat(shards).tolist()) == sorted(perm[:6].tolist())
 
 
 def test_stream_loader_matches_device_loader(tmp_path, make_folder):
@@ -170,3 +175,19 @@ def test_to_model_input_accepts_images_in_another_mode_than_the_training_data():
     # grey-trained stats: an RGB image of equal channels has luma equal to that channel
     torch.testing.assert_close(to_model_input(rgb_of_grey, (0.5,), (0.25,)),
                                to_model_input(grey, (0.5,), (0.25,)))
+
+
+def test_streaming_and_device_loaders_shard_alike(tmp_path, make_folder):
+    make_folder(tmp_path, sizes=((8, 8),), per_class=5)
+    memory = load_dataset(tmp_path, "train")
+    stream = load_dataset(tmp_path, "train", in_memory=False)
+    for train in (True, False):
+        shards = []
+        for rank in range(2):
+            kw = dict(train=train, seed=3, workers=0, rank=rank, world_size=2)
+            xa, ya = _epoch(make_loader(memory, 2, **kw))
+            xb, yb = _epoch(make_loader(stream, 2, **kw))
+            assert torch.equal(ya, yb) and torch.allclose(xa, xb)  # the same images
+            shards.append(xa)
+        # training: 2 global batches of 2 x 2 (2 of 10 dropped); evaluation: all 10, once
+        assert sum(len(s) for s in shards) == (8 if train else 10)

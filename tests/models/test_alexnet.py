@@ -2,19 +2,13 @@
 
 import pytest
 import torch
+from conftest import REFERENCE_GMACS, macs, n_params, reference_params
+from conftest import build_meta as meta
 from torch import nn
 
+from cnnlab.analysis.summary import summarize
+from cnnlab.errors import UsageError
 from cnnlab.models import create_model, model_card
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
-
 
 # torchvision's AlexNet, written down from its layer list (not imported): every key and shape
 TV_ALEXNET = {
@@ -36,7 +30,8 @@ def test_alexnet_state_dict_matches_torchvision_layout():
 
 
 def test_alexnet_counts():
-    assert n_params(meta("alexnet")) == 61_100_840 == model_card("alexnet").params
+    assert n_params(meta("alexnet")) == reference_params("alexnet") == model_card("alexnet").params
+    assert round(macs("alexnet") / 1e9, 3) == REFERENCE_GMACS["alexnet"]
     # conv1..5 + fc6..8 of the paper's grouped network, each (weights + biases) by hand
     by_hand = (96 * 3 * 11 * 11 + 96) + (256 * 48 * 25 + 256) + (384 * 256 * 9 + 384) \
         + (384 * 192 * 9 + 384) + (256 * 192 * 9 + 256) \
@@ -101,13 +96,41 @@ def test_shape_walk_and_outputs():
     assert tv.forward_features(torch.empty(1, 3, 224, 224, device="meta")).shape == (1, 256, 6, 6)
 
 
-@pytest.mark.parametrize("name", ["alexnet", "alexnet_2012"])
-def test_min_size(name):
-    s = model_card(name).min_size
-    m = meta(name)
+def test_min_size():
+    s = model_card("alexnet").min_size
+    m = meta("alexnet")
     assert m(torch.empty(2, 3, s, s, device="meta")).shape == (2, 1000)
     with pytest.raises(RuntimeError):
         m(torch.empty(2, 3, s - 1, s - 1, device="meta"))
+
+
+def test_alexnet_2012_refuses_inputs_that_break_its_arithmetic():
+    m = meta("alexnet_2012")
+    # conv1 11x11/4 -> 3 overlapping 3x3/2 pools, by hand: 227..258 px all end at the 6 x 6
+    # map fc6 reads (conv1 55..62 -> 27..30 -> 13..14 -> 6)
+    def final(h: int) -> int:
+        h = (h - 11) // 4 + 1
+        for _ in range(3):
+            h = (h - 3) // 2 + 1
+        return h
+    assert [h for h in range(200, 300) if final(h) == 6] == list(range(227, 259))
+    for size in (227, 242, 258):
+        assert m(torch.empty(1, 3, size, size, device="meta")).shape == (1, 1000)
+    for size in (224, 226, 259):
+        with pytest.raises(UsageError, match=r"fc6 reads a 6 x 6 map but this input gives"):
+            m(torch.empty(1, 3, size, size, device="meta"))
+    with pytest.raises(UsageError, match=r"gives 5 x 5 \(the paper's 227 x 227"):
+        m(torch.empty(1, 3, 224, 224, device="meta"))
+    # the analyzer names the layer and the size that works
+    with pytest.raises(UsageError, match=r"layer avgpool \(ExactMap\); the smallest input "
+                                         r"that works is 3x227x227"):
+        summarize("alexnet_2012", (3, 224, 224))
+    # opting in to the adaptive pool accepts any size that reaches the pool, as torchvision's
+    adaptive = meta("alexnet_2012", adaptive_pool=True)
+    assert adaptive(torch.empty(1, 3, 224, 224, device="meta")).shape == (1, 1000)
+    assert list(adaptive.state_dict()) == list(m.state_dict())
+    card = model_card("alexnet_2012")
+    assert card.min_size == 227 and "refused" in card.notes and card.follows == "paper"
 
 
 def test_reset_classifier():

@@ -6,26 +6,23 @@ import math
 
 import pytest
 import torch
+from conftest import REFERENCE_GMACS, build_meta, macs, reference_params
+from conftest import n_params as _count
 from torch import nn
 
 from cnnlab.layers import StochasticDepth, stochastic_depth
 from cnnlab.models import create_model, model_card
-from cnnlab.models.efficientnet import MBConv, compound_scaling, compound_scaling_table
+from cnnlab.models.efficientnet import (
+    RELEASED_BN,
+    MBConv,
+    compound_scaling,
+    compound_scaling_table,
+)
 
 NAMES = [f"efficientnet_b{i}" for i in range(8)]
-# torchvision's counts (B0-B6 from the reference file; B7 as torchvision documents it)
-PARAMS = [5_288_548, 7_794_184, 9_109_994, 12_233_232, 19_341_616, 30_389_784, 43_040_704,
-          66_347_960]
+PARAMS = [reference_params(n) for n in NAMES]
 RESOLUTION = [224, 240, 260, 300, 380, 456, 528, 600]
-
-
-def _meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
-
-
-def _count(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
+_meta = build_meta
 
 
 @pytest.mark.parametrize("i", range(8))
@@ -94,13 +91,34 @@ def test_keywords_override_the_row():
     assert _count(m) == PARAMS[2] and m.classifier[0].p == 0.3
 
 
+def _bn_settings(m: nn.Module) -> set[tuple[float, float]]:
+    return {(b.eps, b.momentum) for b in m.modules() if isinstance(b, nn.BatchNorm2d)}
+
+
 def test_bn_dropout_and_stochastic_depth_schedule():
     for i, name in enumerate(NAMES):
         m = _meta(name)
-        bn = m.features[0][1]
-        tf_bn = i >= 5  # B5-B7 use eps 1e-3, momentum 0.01
-        assert (bn.eps, bn.momentum) == ((1e-3, 0.01) if tf_bn else (1e-5, 0.1))
+        tf_bn = i >= 5  # torchvision: B5-B7 with eps 1e-3, momentum 0.01; B0-B4 PyTorch's
+        assert _bn_settings(m) == {(1e-3, 0.01) if tf_bn else (1e-5, 0.1)}
+        assert ("RELEASED_BN" in (model_card(name).notes or "")) != tf_bn
         assert m.classifier[0].p == [0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5][i]
+    # the released training code's settings, for any variant
+    for name in ("efficientnet_b0", "efficientnet_b4"):
+        assert _bn_settings(_meta(name, **RELEASED_BN)) == {(1e-3, 0.01)}
+    assert RELEASED_BN == {"bn_eps": 1e-3, "bn_momentum": 0.01}
+    # PyTorch's momentum is TF's 1 - decay: one batch of all-ones moves the running mean by 0.01
+    bn = create_model("efficientnet_b0", **RELEASED_BN).features[0][1].train()
+    bn(torch.ones(2, 32, 2, 2))
+    assert bn.running_mean[0].item() == pytest.approx(0.01)
+
+
+def test_depthwise_init_uses_the_true_fan_out_and_b0_macs():
+    torch.manual_seed(0)
+    m = create_model("efficientnet_b0")
+    dw = m.features[6][0].block[1][0]  # 5x5 depthwise on 672 channels
+    assert dw.groups == dw.in_channels == 672 and dw.kernel_size == (5, 5)
+    assert abs(dw.weight.std().item() - (2 / 25) ** 0.5) < 0.01  # not sqrt(2 / (672 * 25))
+    assert round(macs("efficientnet_b0") / 1e9, 3) == REFERENCE_GMACS["efficientnet_b0"]
     blocks = [b for b in _meta("efficientnet_b0").modules() if isinstance(b, MBConv)]
     assert len(blocks) == 16
     probs = [b.stochastic_depth.p for b in blocks]

@@ -1,24 +1,24 @@
 """GoogLeNet: torchvision's layout and counts, the paper's version, auxiliary-head behaviour."""
 
+import math
+
 import pytest
 import torch
+from conftest import REFERENCE_GMACS, conv_macs, macs, n_params, reference_params
+from conftest import build_meta as meta
 from torch import nn
 
+from cnnlab.analysis.summary import summarize
 from cnnlab.models import create_model, model_card
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
+from cnnlab.models.googlenet import _STAGES, Inception, NaiveInception
 
 
 def test_torchvision_counts():
-    assert n_params(meta("googlenet")) == 13_004_888 == model_card("googlenet").params
-    assert n_params(meta("googlenet", aux_logits=False)) == 6_624_904
+    assert n_params(meta("googlenet")) == reference_params("googlenet", aux_logits=True) \
+        == model_card("googlenet").params
+    assert n_params(meta("googlenet", aux_logits=False)) == reference_params(
+        "googlenet", aux_logits=False)
+    assert round(macs("googlenet") / 1e9, 3) == REFERENCE_GMACS["googlenet"]
 
 
 def test_paper_counts():
@@ -33,7 +33,7 @@ def test_paper_counts():
     extra_5x5 = sum(16 * red * out for red, out in rows)
     bn_channels = sum(p.numel() for n, p in meta("googlenet", aux_logits=False).named_parameters()
                       if ".bn." in n) // 2
-    assert without == 6_624_904 + extra_5x5 - bn_channels
+    assert without == reference_params("googlenet", aux_logits=False) + extra_5x5 - bn_channels
 
 
 # written down from torchvision's GoogLeNet layer list (not imported)
@@ -150,3 +150,42 @@ def test_paper_init_and_reset():
     feats = m.eval().forward_features(torch.randn(1, 3, 96, 96))
     assert feats.shape == (1, 1024, 3, 3) and m.num_features == 1024
     assert m.forward_head(feats).shape == (1, 3)
+
+
+def test_paper_init_is_caffes_xavier_filler_measured_on_the_built_model():
+    torch.manual_seed(0)
+    m = create_model("googlenet_2014")
+    w = m.conv1.conv.weight  # 64 x 3 x 7 x 7: fan_in 147, fan_out 64 * 49 = 3,136
+    caffe, torch_xavier = math.sqrt(3 / 147), math.sqrt(6 / (147 + 3136))
+    assert caffe / torch_xavier == pytest.approx(3.34, abs=0.01)  # the issue's "3.3x"
+    # U(-a, a) over 9,408 draws: the extremes come within 0.1% of a; std = a / sqrt(3)
+    assert caffe * 0.995 < w.abs().max().item() <= caffe
+    assert w.std().item() == pytest.approx(caffe / math.sqrt(3), rel=0.03)
+    fc = m.aux1.fc1.weight  # 1024 x 2048: fan_in 2048
+    assert math.sqrt(3 / 2048) * 0.995 < fc.abs().max().item() <= math.sqrt(3 / 2048)
+    conv5 = m.inception5b.branch3[1].conv.weight  # 128 x 48 x 5 x 5: fan_in 1,200
+    assert conv5.abs().max().item() <= math.sqrt(3 / 1200)
+    # torchvision's layout keeps He init behind its BatchNorm
+    tv = create_model("googlenet").conv1.conv.weight
+    assert tv.std().item() == pytest.approx(math.sqrt(2 / 3136), rel=0.03)
+
+
+def test_naive_inception_against_the_reduced_module_block_for_block():
+    row = dict(_STAGES)["inception3a"]  # 64, 96, 128, 16, 32, 32 on 192 channels at 28 x 28
+    reduced, naive = Inception(192, *row), NaiveInception.like(192, *row)
+    assert (reduced.out_channels, naive.out_channels) == (256, 64 + 128 + 32 + 192)
+    # by hand, convs with bias (no BN, as the paper's)
+    p_reduced = (192 * 64 + 64) + (192 * 96 + 96) + (96 * 128 * 9 + 128) + (192 * 16 + 16) \
+        + (16 * 32 * 25 + 32) + (192 * 32 + 32)
+    p_naive = (192 * 64 + 64) + (192 * 128 * 9 + 128) + (192 * 32 * 25 + 32)
+    assert (n_params(reduced), n_params(naive)) == (p_reduced, p_naive) == (163_696, 387_296)
+    m_naive = conv_macs(192, 64, 1, 28) + conv_macs(192, 128, 3, 28) + conv_macs(192, 32, 5, 28)
+    m_reduced = sum(conv_macs(ci, co, k, 28) for ci, co, k in (
+        (192, 64, 1), (192, 96, 1), (96, 128, 3), (192, 16, 1), (16, 32, 5), (192, 32, 1)))
+    s_naive, s_reduced = summarize(naive, (192, 28, 28)), summarize(reduced, (192, 28, 28))
+    assert (s_naive.totals.macs, s_reduced.totals.macs) == (m_naive, m_reduced)
+    assert s_naive.totals.output_shape == (1, 416, 28, 28)
+    assert round(m_naive / m_reduced, 2) == 2.37  # 303M vs 128M multiply-adds
+    x = torch.randn(1, 192, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(naive(x)[:, 224:], nn.functional.max_pool2d(x, 3, 1, 1))

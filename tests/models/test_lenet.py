@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import n_params, reference_params
 from torch import nn
 
+from cnnlab.data.dataset import ArrayDataset, with_pixel_range
+from cnnlab.data.loader import BatchTransform
 from cnnlab.models import create_model, model_card
 from cnnlab.models.lenet import RBFOutput, ScaledTanh, SparseConv2d, TrainableSubsample
+from cnnlab.train.config import TrainConfig, resolve_config
 
 # paper Table I, typed from architectures.md: C3 map -> the S2 maps it reads
 PAPER_C3 = {0: {0, 1, 2}, 1: {1, 2, 3}, 2: {2, 3, 4}, 3: {3, 4, 5}, 4: {0, 4, 5}, 5: {0, 1, 5},
@@ -20,7 +24,7 @@ PAPER_C3 = {0: {0, 1, 2}, 1: {1, 2, 3}, 2: {2, 3, 4}, 3: {3, 4, 5}, 4: {0, 4, 5}
 
 
 def trainable(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+    return n_params(m, trainable_only=True)
 
 
 def test_paper_layer_counts_sum_to_60000():
@@ -37,14 +41,14 @@ def test_default_head_and_card():
     assert isinstance(m.output, nn.Linear)  # see the module docstring for why
     assert trainable(m) == 60_850 == model_card("lenet5").params
     rbf = create_model("lenet5", head="rbf")
-    assert trainable(rbf) == 60_000  # the paper's count: the RBF codes are fixed
+    assert trainable(rbf) == reference_params("lenet5", head="rbf")  # the RBF codes are fixed
     assert "output.codes" in rbf.state_dict() and not list(rbf.output.parameters())
 
 
 def test_modern_count():
     by_hand = (6 * 25 + 6) + (16 * 6 * 25 + 16) + (400 * 120 + 120) + (120 * 84 + 84) \
         + (84 * 10 + 10)
-    assert by_hand == 61_706
+    assert by_hand == reference_params("lenet5_modern")
     m = create_model("lenet5_modern")
     assert trainable(m) == by_hand == model_card("lenet5_modern").params
     assert isinstance(m.features.s2, nn.MaxPool2d) and isinstance(m.features.act1, nn.ReLU)
@@ -172,6 +176,27 @@ def test_both_heads_learn_a_toy_task(head):
         loss.backward()
         opt.step()
     assert (m(x).argmax(1) == y).float().mean().item() == 1.0
+
+
+def test_recipe_normalises_the_input_as_the_paper():
+    # paper sec. II-A: background (white) -0.1, foreground (black) 1.175; MNIST stores the
+    # background as 0 and the ink as 255, and the loader pads 28 -> 32 with background
+    cfg, source = resolve_config("lenet5", "mnist")
+    assert source.endswith("lenet5-mnist.yaml") and cfg.pixel_range == [-0.1, 1.175]
+    images = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 10:18, 10:18] = 255
+    ds = ArrayDataset("mnist", "train", images, torch.zeros(2, dtype=torch.long), ["0"],
+                      (0.1307,), (0.3081,), False)
+    paper = with_pixel_range(ds, *cfg.pixel_range)
+    x = BatchTransform(paper.mean, paper.std, None, "cpu", (28, 28), image_size=32)(images, None)
+    assert x.shape == (2, 1, 32, 32)
+    assert x[0, 0, 0, 0].item() == pytest.approx(-0.1)  # padding = background
+    assert x[0, 0, 16, 16].item() == pytest.approx(1.175)  # ink
+    assert torch.unique(x).tolist() == pytest.approx([-0.1, 1.175])  # nothing in between
+    # the modern variant has no recipe: the dataset's own mean/std standardise its input
+    assert resolve_config("lenet5_modern", "mnist")[1] is None
+    with pytest.raises(ValueError, match="pixel_range"):
+        TrainConfig(pixel_range=[1.0, -1.0]).validate()
 
 
 def _idx(path, offset):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import build_meta, conv_macs, macs, reference_params
+from conftest import n_params as _count
 from torch import nn
 
+from cnnlab.layers import conv_fan_out
 from cnnlab.models import create_model, model_card
 from cnnlab.models.mobilenet import InvertedResidual
 
@@ -13,25 +16,39 @@ V1 = ("mobilenet_v1", "mobilenet_v1_075", "mobilenet_v1_050", "mobilenet_v1_025"
 V2 = ("mobilenet_v2", "mobilenet_v2_050", "mobilenet_v2_075", "mobilenet_v2_140")
 
 
-def _meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
+_meta = build_meta
 
 
-def _count(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
+_V1_WIDTHS = [32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
+_V1_MAPS = [112, 112, 56, 56, 28, 28, 14, 14, 14, 14, 14, 14, 7, 7]  # each block's output at 224
+
+
+def _v1_by_hand(alpha: float = 1.0, size: int = 224, separable: bool = True,
+                skip: tuple[int, ...] = (), classes: int = 1000) -> tuple[int, int]:
+    """(params, MACs) of paper Table 1 summed independently: each conv + its BN (weight and
+    bias), then the FC; `skip` drops blocks by index (Table 5's shallow net drops 6..10)."""
+    def d(c):
+        return max(8, int(c * alpha))
+    scale = size // 32  # every map is (size / 224) times the 224 one: 7 -> size / 32
+    params = 3 * 3 * 3 * d(32) + 2 * d(32)  # stem
+    total = conv_macs(3, d(32), 3, 112 * scale // 7)
+    for i, (c_in, c_out, hw) in enumerate(zip(_V1_WIDTHS[:-1], _V1_WIDTHS[1:], _V1_MAPS[1:],
+                                              strict=True)):
+        if i in skip:
+            continue
+        hw = hw * scale // 7
+        if separable:
+            params += 9 * d(c_in) + 2 * d(c_in) + d(c_in) * d(c_out) + 2 * d(c_out)
+            total += conv_macs(d(c_in), d(c_in), 3, hw, groups=d(c_in))
+            total += conv_macs(d(c_in), d(c_out), 1, hw)
+        else:  # Table 4's full convolution
+            params += 9 * d(c_in) * d(c_out) + 2 * d(c_out)
+            total += conv_macs(d(c_in), d(c_out), 3, hw)
+    return params + d(1024) * classes + classes, total + d(1024) * classes
 
 
 def _v1_params_by_hand(alpha: float, classes: int = 1000) -> int:
-    """Paper Table 1 summed independently: each conv + its BN (weight and bias), then FC."""
-    def d(c):
-        return max(8, int(c * alpha))
-    widths = [32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
-    total = 3 * 3 * 3 * d(32) + 2 * d(32)  # stem
-    for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-        total += 9 * d(c_in) + 2 * d(c_in)  # depthwise 3x3 + BN
-        total += d(c_in) * d(c_out) + 2 * d(c_out)  # pointwise 1x1 + BN
-    return total + d(1024) * classes + classes
+    return _v1_by_hand(alpha, classes=classes)[0]
 
 
 @pytest.mark.parametrize("name, alpha, paper_millions", [
@@ -45,8 +62,46 @@ def test_v1_params_match_paper_and_hand_count(name, alpha, paper_millions):
     assert _count(_meta("mobilenet_v1", width_mult=alpha)) == n
 
 
-def test_v1_exact_counts():
-    assert [_count(_meta(n)) for n in V1] == [4_231_976, 2_585_560, 1_331_592, 470_072]
+@pytest.mark.parametrize("size, top1, paper_mmacs", [
+    (224, 70.6, 569), (192, 69.1, 418), (160, 67.2, 290), (128, 64.4, 186)])
+def test_v1_resolution_rows_match_table_7(size, top1, paper_mmacs):
+    name = f"mobilenet_v1_{size}"
+    card = model_card(name)
+    assert card.input_size == (3, size, size) and f"{top1}%" in card.paper_result
+    params, hand_macs = _v1_by_hand(size=size)
+    assert _count(_meta(name)) == params == _count(_meta("mobilenet_v1"))
+    assert round(params / 1e6, 1) == 4.2  # Table 7: the resolution leaves the weights alone
+    assert macs(name) == hand_macs
+    # Table 7 rounds loosely (568.7M printed as 569, 290.7M as 290): within 1M of each
+    assert abs(hand_macs / 1e6 - paper_mmacs) < 1
+
+
+def test_v1_shallow_and_full_conv_rows_match_tables_5_and_4():
+    params, hand_macs = _v1_by_hand(skip=(6, 7, 8, 9, 10))  # the five 14x14 x 512 blocks
+    assert _count(_meta("mobilenet_v1_shallow")) == params
+    assert macs("mobilenet_v1_shallow") == hand_macs
+    assert (round(params / 1e6, 1), round(hand_macs / 1e6)) == (2.9, 307)  # Table 5
+    params, hand_macs = _v1_by_hand(separable=False)
+    assert _count(_meta("mobilenet_v1_conv")) == params and macs("mobilenet_v1_conv") == hand_macs
+    # Table 4: 29.3M params, 4866M mult-adds: the convs alone (the table leaves out the FC's
+    # 1.024M here, though Table 6's 569M for the separable net includes it)
+    assert round(params / 1e6, 1) == 29.3 and round((hand_macs - 1024 * 1000) / 1e6) == 4866
+    m = _meta("mobilenet_v1_conv")
+    assert not any(c.groups > 1 for c in m.modules() if isinstance(c, nn.Conv2d))
+    assert len(_meta("mobilenet_v1_shallow").stages) == 8
+
+
+def test_depthwise_init_uses_the_true_fan_out():
+    torch.manual_seed(0)
+    for name in ("mobilenet_v1", "mobilenet_v2"):
+        m = create_model(name)
+        dw = [c for c in m.modules() if isinstance(c, nn.Conv2d) and c.groups > 1]
+        assert dw and all(conv_fan_out(c) == 9 for c in dw)  # k^2, not C * k^2
+        biggest = max(dw, key=lambda c: c.weight.numel())  # 1024 or 960 x 9 samples
+        # He normal (fan_out): std sqrt(2 / 9) = 0.471; torchvision's C * k^2 gives 0.015
+        assert abs(biggest.weight.std().item() - (2 / 9) ** 0.5) < 0.015
+    pw = create_model("mobilenet_v1").stages[12].pw[0]  # 1x1, 1024 -> 1024: fan_out 1024
+    assert abs(pw.weight.std().item() - (2 / 1024) ** 0.5) < 5e-4
 
 
 def test_v1_has_28_layers_and_13_depthwise_blocks():
@@ -62,7 +117,7 @@ def test_v1_has_28_layers_and_13_depthwise_blocks():
 
 
 def test_v2_exact_params_and_width_rows():
-    assert _count(_meta("mobilenet_v2")) == 3_504_872  # torchvision
+    assert _count(_meta("mobilenet_v2")) == reference_params("mobilenet_v2")  # torchvision
     for name in V2:
         assert _count(_meta(name)) == model_card(name).params
     assert _count(_meta("mobilenet_v2", width_mult=1.4)) == _count(_meta("mobilenet_v2_140"))
@@ -156,10 +211,7 @@ def test_v2_init():
     ("mobilenet_v1_025", 41)])
 def test_v1_mult_adds_match_paper(name, paper_mmacs):
     # paper Table 6 at 224x224; a stride-2 13th block (the table's typo) would give 534M
-    from torch.utils.flop_counter import FlopCounterMode
-
-    m = _meta(name).eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.device("meta"):
-        m(torch.empty(1, 3, 224, 224))
-    assert round(counter.get_total_flops() / 2 / 1e6) == paper_mmacs  # FLOPs = 2 x MACs
+    alpha = {"mobilenet_v1": 1.0, "mobilenet_v1_075": 0.75, "mobilenet_v1_050": 0.5,
+             "mobilenet_v1_025": 0.25}[name]
+    assert macs(name) == _v1_by_hand(alpha)[1]
+    assert round(macs(name) / 1e6) == paper_mmacs

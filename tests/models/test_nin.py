@@ -2,13 +2,10 @@
 
 import pytest
 import torch
+from conftest import n_params
 from torch import nn
 
 from cnnlab.models import create_model, model_card
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def conv_params(c_in: int, c_out: int, k: int) -> int:

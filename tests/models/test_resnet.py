@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from conftest import REFERENCE_GMACS, build_meta, conv_macs, macs, n_params, reference_params
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import cnnlab
 from cnnlab.errors import UsageError
@@ -14,22 +14,6 @@ from cnnlab.models.resnet import (
     PreActBottleneck,
     ZeroPadShortcut,
 )
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def build_meta(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return cnnlab.create_model(name, **kwargs)
-
-
-def macs(model: nn.Module, size: int) -> float:
-    # FlopCounterMode counts 2 FLOPs per multiply-add (conv + linear)
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, size, size, device="meta"))
-    return counter.get_total_flops() / 2
 
 
 def cifar_basic_params(n: int, classes: int = 10) -> int:
@@ -56,23 +40,59 @@ def preact_bottleneck_params(n: int, classes: int = 10) -> int:
     return total + 2 * 256 + 256 * classes + classes
 
 
+# projections of the ImageNet basic-block nets (option B): a 1x1 conv + BN where a stage starts
+_B_PROJECTIONS = sum(c_in * c_out + 2 * c_out for c_in, c_out in ((64, 128), (128, 256),
+                                                                    (256, 512)))
+
+
+def imagenet_option_c_extra(layers) -> int:
+    """Option C over option A: a 1x1 projection + BN on every basic block."""
+    total, c_in = 0, 64
+    for width, n in zip((64, 128, 256, 512), layers, strict=True):
+        for _ in range(n):
+            total += c_in * width + 2 * width
+            c_in = width
+    return total
+
+
 # ---------------------------------------------------------------- parameter counts
 @pytest.mark.parametrize(("name", "expected"), [
-    ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
-    ("resnet101", 44_549_160), ("resnet152", 60_192_808),  # torchvision
-    ("resnet20", 269_722), ("resnet56", 853_018),  # reference (option A)
+    *((n, reference_params(n)) for n in ("resnet18", "resnet34", "resnet50", "resnet101",
+                                         "resnet152", "resnet20", "resnet56")),
+    # v1 moves a stride, not a weight
+    ("resnet50_v1", reference_params("resnet50")), ("resnet101_v1", reference_params("resnet101")),
+    ("resnet152_v1", reference_params("resnet152")),
+    # option A and plain: no shortcut parameters, so B minus its three projections
+    ("resnet18_a", reference_params("resnet18") - _B_PROJECTIONS),
+    ("plain18", reference_params("resnet18") - _B_PROJECTIONS),
+    ("resnet34_a", reference_params("resnet34") - _B_PROJECTIONS),
+    ("plain34", reference_params("resnet34") - _B_PROJECTIONS),
+    ("resnet34_c", reference_params("resnet34") - _B_PROJECTIONS
+     + imagenet_option_c_extra((3, 4, 6, 3))),
     ("resnet32", cifar_basic_params(5)), ("resnet44", cifar_basic_params(7)),
     ("resnet110", cifar_basic_params(18)), ("resnet1202", cifar_basic_params(200)),
-    ("plain20", 269_722), ("plain56", 853_018), ("plain110", cifar_basic_params(18)),
+    ("plain20", reference_params("resnet20")), ("plain56", reference_params("resnet56")),
+    ("plain110", cifar_basic_params(18)),
     ("preact_resnet164", preact_bottleneck_params(18)),
     ("preact_resnet1001", preact_bottleneck_params(111)),
 ])
 def test_parameter_counts(name, expected):
-    assert n_params(build_meta(name)) == expected
+    assert n_params(build_meta(name)) == expected == cnnlab.model_card(name).params
+
+
+def test_imagenet_shortcut_option_counts():
+    # plain and option-A nets have the same parameters (paper sec. 4.1: option A "introduces no
+    # extra parameter"); B adds 3 projections, C one per block (16 for ResNet-34)
+    assert _B_PROJECTIONS == (64 * 128 + 256) + (128 * 256 + 512) + (256 * 512 + 1024) == 173_824
+    assert reference_params("resnet18") - _B_PROJECTIONS == 11_515_688
+    assert reference_params("resnet34") - _B_PROJECTIONS == 21_623_848
+    # stage by stage: 3 x (64*64 + 128), (64*128 + 256) + 3 x (128*128 + 256), ...
+    assert imagenet_option_c_extra((3, 4, 6, 3)) == 12_672 + 58_368 + 363_520 + 658_432
 
 
 def test_hand_formulas_agree_with_the_reference_numbers():
-    assert cifar_basic_params(3) == 269_722 and cifar_basic_params(9) == 853_018
+    assert cifar_basic_params(3) == reference_params("resnet20")
+    assert cifar_basic_params(9) == reference_params("resnet56")
     assert round(cifar_basic_params(18) / 1e6, 1) == 1.7  # Table 6: 1.7M and 19.4M
     assert round(cifar_basic_params(200) / 1e6, 1) == 19.4
     # paper (2016b): ~1.7M and ~10.2M for ResNet-164 / ResNet-1001
@@ -197,24 +217,90 @@ def test_zero_init_residual_zeroes_the_last_bn_of_every_block():
 
 
 # ---------------------------------------------------------------- v1 vs v1.5
-def test_stride_placement_v15_on_the_3x3_v1_on_the_first_1x1():
-    v15 = build_meta("resnet50")
-    v1 = build_meta("resnet50", stride_in_1x1=True)
+@pytest.mark.parametrize("depth", [50, 101, 152])
+def test_stride_placement_v15_on_the_3x3_v1_on_the_first_1x1(depth):
+    v15, v1 = build_meta(f"resnet{depth}"), build_meta(f"resnet{depth}_v1")
     for stage in ("layer2", "layer3", "layer4"):
-        assert getattr(v15, stage)[0].conv1.stride == (1, 1)
-        assert getattr(v15, stage)[0].conv2.stride == (2, 2)
-        assert getattr(v1, stage)[0].conv1.stride == (2, 2)
-        assert getattr(v1, stage)[0].conv2.stride == (1, 1)
-    assert n_params(v15) == n_params(v1)
-    # reference GMACs at 224x224: 4.089 (v1.5, torchvision) vs 3.858 (the paper's v1)
-    assert round(macs(v15.eval(), 224) / 1e9, 3) == 4.089
-    assert round(macs(v1.eval(), 224) / 1e9, 3) == 3.858
+        for model, (s1, s3) in ((v15, (1, 2)), (v1, (2, 1))):
+            first = getattr(model, stage)[0]
+            assert (first.conv1.stride, first.conv2.stride) == ((s1, s1), (s3, s3))
+            assert first.downsample[0].stride == (2, 2)  # the projection strides in both
+            assert all(b.conv1.stride == b.conv2.stride == (1, 1)
+                       for b in getattr(model, stage)[1:])
+    assert all(b.conv2.stride == (1, 1) for b in v1.layer1)
+    assert list(v15.state_dict()) == list(v1.state_dict())  # same keys: same weights load
+    assert not cnnlab.model_card(f"resnet{depth}_v1").torchvision_compatible
+    assert cnnlab.model_card(f"resnet{depth}").follows == "torchvision"
+
+
+def _v1_saving() -> int:
+    """MACs v1 saves over v1.5: in each strided first block the 1x1 reduce runs on the
+    subsampled map (1/4 of the pixels) and the 3x3 runs there in both; by hand per stage."""
+    total, c_in, hw = 0, 256, 56
+    for width in (128, 256, 512):
+        hw //= 2
+        # v1.5: 1x1 at full res (4 * hw^2) ; v1: 1x1 at hw^2
+        total += conv_macs(c_in, width, 1, 2 * hw) - conv_macs(c_in, width, 1, hw)
+        c_in = 4 * width
+    return total
+
+
+@pytest.mark.parametrize("depth", [50, 101, 152])
+def test_v1_macs_match_the_paper_and_the_hand_count(depth):
+    v15, v1 = macs(f"resnet{depth}"), macs(f"resnet{depth}_v1")
+    assert v15 - v1 == _v1_saving() == 231_211_008  # the same 3 blocks differ at any depth
+    assert round(v1 / 1e9, 3) == REFERENCE_GMACS[f"resnet{depth}_v1"]
+    assert round(v15 / 1e9, 3) == REFERENCE_GMACS[f"resnet{depth}"]
+    # Table 1 prints one decimal: 3.8, 7.6, 11.3 (3.858 cut to 3.8, the others rounded)
+    assert abs(v1 / 1e9 - {50: 3.8, 101: 7.6, 152: 11.3}[depth]) < 0.06
+    assert 3.8e9 <= macs("resnet50_v1") < 3.9e9  # the issue's "3.8-3.9 GMACs" (Table 1)
+
+
+def test_option_a_plain_and_c_macs_by_hand():
+    projections = sum(conv_macs(c_in, c_out, 1, hw)
+                      for c_in, c_out, hw in ((64, 128, 28), (128, 256, 14), (256, 512, 7)))
+    for depth in (18, 34):
+        b = macs(f"resnet{depth}")
+        assert round(b / 1e9, 3) == REFERENCE_GMACS[f"resnet{depth}"]
+        # the zero-pad shortcut and "no shortcut" cost nothing (Table 1: 1.8 and 3.6 GFLOPs)
+        assert macs(f"resnet{depth}_a") == macs(f"plain{depth}") == b - projections
+    assert round(macs("plain18") / 1e9, 1) == 1.8 and round(macs("plain34") / 1e9, 1) == 3.6
+    c_extra, c_in = 0, 64
+    for width, n, hw in zip((64, 128, 256, 512), (3, 4, 6, 3), (56, 28, 14, 7), strict=True):
+        for _ in range(n):
+            c_extra += conv_macs(c_in, width, 1, hw)
+            c_in = width
+    assert macs("resnet34_c") == macs("resnet34_a") + c_extra
+
+
+def test_imagenet_plain_nets_have_no_shortcuts_and_option_a_zero_pads():
+    plain = build_meta("plain34")
+    blocks = [b for s in plain.stage_names for b in getattr(plain, s)]
+    assert len(blocks) == 16 and all(b.downsample is None for b in blocks)
+    res = build_meta("resnet34_a")
+    assert isinstance(res.layer2[0].downsample, ZeroPadShortcut)
+    assert list(plain.state_dict()) == list(res.state_dict())
+    assert all(b.downsample is not None and len(b.downsample) == 2
+               for s in ("layer1", "layer2") for b in getattr(build_meta("resnet34_c"), s))
+
+
+def test_cards_give_the_result_of_their_own_layout():
+    card = cnnlab.model_card
+    assert "option A" in card("resnet18_a").paper_result and "27.88%" in card(
+        "resnet18_a").paper_result
+    # resnet18 is option B, which the paper did not train: torchvision's weights' result
+    assert "27.88" not in card("resnet18").paper_result
+    assert "torchvision" in card("resnet18").paper_result and "option A" in card("resnet18").notes
+    assert "22.85%/6.71%" in card("resnet50_v1").paper_result
+    assert "22.85" not in card("resnet50").paper_result and "76.130%" in card(
+        "resnet50").paper_result
+    assert "24.52%/7.46%" in card("resnet34").paper_result  # the paper's option B = torchvision's
+    assert "28.54%" in card("plain34").paper_result and "27.94%" in card("plain18").paper_result
 
 
 def test_macs_match_the_reference():
-    assert round(macs(build_meta("resnet18").eval(), 224) / 1e9, 3) == 1.814
-    assert round(macs(build_meta("resnet20").eval(), 32) / 1e6, 1) == 40.6
-    assert round(macs(build_meta("resnet56").eval(), 32) / 1e6, 1) == 125.5
+    assert round(macs("resnet20") / 1e6, 1) == 40.6
+    assert round(macs("resnet56") / 1e6, 1) == 125.5
 
 
 # ---------------------------------------------------------------- pre-activation

@@ -2,27 +2,16 @@
 
 import pytest
 import torch
+from conftest import REFERENCE_GMACS, macs, n_params, reference_params
+from conftest import build_meta as meta
 from torch import nn
 
 from cnnlab.models import create_model, list_models, model_card
 
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
-
-
-REFERENCE = {  # torchvision's published counts (architectures.md)
-    "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848,
-    "vgg13_bn": 133_053_736, "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
-    "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
-    # configuration D with the third conv of stages 3-5 shrunk from 3x3 to 1x1
-    "vgg16_c": 138_357_544 - 8 * (256 * 256 + 2 * 512 * 512),
-}
+REFERENCE = {n: reference_params(n) for d in (11, 13, 16, 19) for n in (f"vgg{d}", f"vgg{d}_bn")}
+# configuration D with the third conv of stages 3-5 shrunk from 3x3 to 1x1
+REFERENCE["vgg16_c"] = reference_params("vgg16") - 8 * (256 * 256 + 2 * 512 * 512)
+REFERENCE["vgg11_lrn"] = reference_params("vgg11")  # LRN has no parameters
 
 
 def test_registered_names():
@@ -102,3 +91,20 @@ def test_reset_classifier():
         m = create_model("vgg11")
         m.reset_classifier(3)
     assert m(torch.empty(1, 3, 32, 32, device="meta")).shape == (1, 3)
+
+
+def test_vgg11_lrn_is_configuration_a_with_lrn_after_the_first_conv():
+    lrn, plain = meta("vgg11_lrn"), meta("vgg11")
+    kinds = [type(m).__name__ for m in lrn.features]
+    assert kinds[:4] == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"]
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in lrn.features) == 1
+    norm = lrn.features[2]  # AlexNet's settings (paper sec. 2.1): k=2, n=5, alpha=1e-4, beta=.75
+    assert (norm.size, norm.alpha, norm.beta, norm.k) == (5, pytest.approx(5e-4), 0.75, 2.0)
+    assert [tuple(p.shape) for p in lrn.parameters()] == [tuple(p.shape)
+                                                          for p in plain.parameters()]
+    # LRN costs no multiply-adds in our convention: A's 7.609 GMACs
+    assert macs("vgg11_lrn") == macs("vgg11")
+    assert round(macs("vgg11_lrn") / 1e9, 3) == REFERENCE_GMACS["vgg11"]
+    card = model_card("vgg11_lrn")
+    assert "29.7%/10.5%" in card.paper_result and card.follows == "paper"
+    assert not card.torchvision_compatible

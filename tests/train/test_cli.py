@@ -25,9 +25,10 @@ def folder(tmp_path):
     (["train", "lenet5", "--dataset", "mnits"], "mnist"),
     (["train", "lenet5"], "--dataset is required"),
     (["train", "lenet5", "--dataset", "mnist", "--config", "nope.yaml"], "config file not found"),
-    (["train", "lenet5", "--dataset", "mnist", "--lr", "-1"], "lr must be positive"),
+    (["train", "lenet5", "--dataset", "mnist", "--lr", "-1"], "--lr -1.0: must be positive"),
     (["train", "lenet5", "--dataset", "mnist", "--resume", "--out", "none"], "nothing to resume"),
-    (["train", "lenet5", "--dataset", "mnist", "--image-size", "28"], "below lenet5's minimum"),
+    (["train", "lenet5", "--dataset", "mnist", "--image-size", "28"],
+     "--image-size 28: must be at least lenet5's minimum input of 32"),
     (["eval", "no/such/run", "--dataset", "mnist"], "no such run folder or checkpoint"),
     (["predict", "no/such/run", "x.png"], "no such run folder or checkpoint"),
 ])
@@ -67,3 +68,43 @@ def test_train_eval_predict_on_an_image_folder(folder, tmp_path, capsys):
     assert all(len(p["top"]) == 2 for p in pred)
     assert pred[0]["top"][0]["class"] == "c1"
     assert main(["predict", str(out), str(tmp_path / "missing.png")]) == 2
+
+
+def test_sigterm_saves_last_exits_143_and_prints_the_resume_command(mnist_root, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "term"
+    env = {**os.environ, "CNNLAB_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "lenet5", "--dataset",
+                             "mnist", "--out", str(out), "--progress", "plain", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().startswith("training lenet5")  # the loop has started
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert f"Resume with: cnnlab train lenet5 --dataset mnist --out {out} --resume" in err
+    state = json.loads((out / "checkpoints" / "last.json").read_text())
+    assert state["step"] > 0 and state["epoch"] == 0 and state["batch"] == state["step"]
+
+
+@pytest.mark.parametrize("flag, value, reason", [
+    ("--momentum", "5", "--momentum 5.0: must be in [0, 1)"),
+    ("--workers", "-3", "--workers -3: must be at least 0"),
+    ("--gamma", "-1", "--gamma -1.0: must be positive"),
+    ("--seed", "-1", "--seed -1: must be at least 0"),
+    ("--eval-every", "0", "--eval-every 0.0: must be positive"),
+    ("--stop-at-top1", "101", "--stop-at-top1 101.0: must be a percentage in (0, 100]"),
+])
+def test_settings_are_range_checked_and_worded_as_flags(capsys, flag, value, reason):
+    assert main(["train", "lenet5", "--dataset", "mnist", flag, value]) == 2
+    assert capsys.readouterr().err.strip() == f"cnnlab train: error: {reason}"
+
+
+def test_resume_needs_out(capsys):
+    assert main(["train", "lenet5", "--dataset", "mnist", "--resume"]) == 2
+    assert "--resume needs --out RUN_DIR" in capsys.readouterr().err

@@ -75,9 +75,11 @@ def test_flags_come_from_the_dataclass():
 
 
 def test_inputs_are_resized_up_to_the_models_minimum():
+    from cnnlab.models import model_card
     from cnnlab.train.run import training_size
 
-    assert training_size(TrainConfig(), 28, "lenet5") == 32  # 28x28 MNIST -> LeNet-5's 32x32
-    assert training_size(TrainConfig(), 28, "resnet20") is None  # fits as it is
-    assert training_size(TrainConfig(image_size=64), 28, "vgg11_bn") == 64
+    lenet, resnet = model_card("lenet5").min_size, model_card("resnet20").min_size
+    assert training_size(TrainConfig(), 28, lenet) == 32  # 28x28 MNIST -> LeNet-5's 32x32
+    assert training_size(TrainConfig(), 28, resnet) is None  # fits as it is
+    assert training_size(TrainConfig(image_size=64), 28, 32) == 64
     assert training_size(TrainConfig(image_size=28), 28, None) is None

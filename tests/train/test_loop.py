@@ -1,4 +1,5 @@
 import json
+import signal
 
 import pytest
 import torch
@@ -6,8 +7,9 @@ import torch.nn.functional as F
 from train_helpers import FAST, TinyAux, TinyNet, data, make, numbers
 
 from cnnlab.train import checkpoint as ck
+from cnnlab.train import train
 from cnnlab.train.logging import Progress, read_metrics_csv
-from cnnlab.train.loop import TrainingDiverged, TrainingInterrupted, classification_loss, train
+from cnnlab.train.loop import TrainingDiverged, TrainingInterrupted, classification_loss
 
 
 class StopAt(Progress):
@@ -42,7 +44,7 @@ def test_run_folder_contents(tmp_path):
         assert (d / name).is_file(), name
     rows = read_metrics_csv(d / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "test_loss", "test_top1",
+    assert list(rows[0]) == ["epoch", "step", "train_loss", "train_acc", "test_loss", "test_top1",
                              "test_top5", "lr", "images_per_s", "seconds"]
     for row, full in zip(rows, res.metrics, strict=True):
         assert row["test_top1"] == pytest.approx(full["test_top1"], abs=1e-6)
@@ -61,14 +63,14 @@ def test_same_seed_same_numbers(tmp_path):
     assert numbers(c.metrics) != numbers(a.metrics)
 
 
-@pytest.mark.parametrize("stop_at", [11, 16])  # inside epoch 2, and at its very last step
-def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path, stop_at):
+@pytest.mark.parametrize("stop_at, where", [(11, (1, 3)),  # inside epoch 2
+                                            (16, (2, 0))])  # at its very last step
+def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path, stop_at, where):
     full = run(tmp_path / "full")
-    with pytest.raises(TrainingInterrupted, match="--resume") as info:
+    with pytest.raises(TrainingInterrupted) as info:
         run(tmp_path / "cut", progress=StopAt(stop_at))
     last = ck.load_checkpoint(info.value.run_dir / "checkpoints/last.safetensors")
-    assert (last.state["epoch"], last.state["batch"], last.state["step"]) == (
-        1, stop_at - 8, stop_at)
+    assert (last.state["epoch"], last.state["batch"], last.state["step"]) == (*where, stop_at)
     resumed = train(TinyNet(), data(), out=str(tmp_path / "cut"), resume=True)
     assert numbers(resumed.metrics) == numbers(full.metrics)
     same_weights(resumed.model, full.model)
@@ -77,15 +79,16 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_does(tmp_path, stop_at):
 
 def test_resume_refuses_changed_settings(tmp_path):
     run(tmp_path / "r", epochs=1)
-    with pytest.raises(ValueError, match="lr was 0.05"):
+    with pytest.raises(ValueError, match="lr must be 0.05 as in the run being resumed"):
         train(TinyNet(), data(), out=str(tmp_path / "r"), resume=True, lr=0.1)
     with pytest.raises(ValueError, match="already holds a run"):
         run(tmp_path / "r", epochs=1)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
-    model = make(TinyNet, nan_after=10)  # forward 11 = epoch 2, step 3
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3/8 .*too high: try --lr 0.005"):
+    # forward 1 is the meta-device fit check before training; forward 12 = epoch 2, step 3
+    model = make(TinyNet, nan_after=11)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3/8 .*too high: try lr 0.005"):
         run(tmp_path / "nan", model=model)
     last = ck.load_checkpoint(tmp_path / "nan/checkpoints/last.safetensors")
     assert last.state["epoch"] == 1
@@ -152,9 +155,8 @@ class SigintAt(Progress):
 def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
     with pytest.raises(TrainingInterrupted) as info:
         run(tmp_path / "c", progress=SigintAt(5))
-    msg = str(info.value)
-    assert "stopped at epoch 1, step 5/8" in msg
-    assert f"--out {tmp_path / 'c'} --resume" in msg
+    assert str(info.value) == "stopped at epoch 1, step 5/8"
+    assert info.value.run_dir == tmp_path / "c" and info.value.signal == signal.SIGINT
     assert ck.load_checkpoint(tmp_path / "c/checkpoints/last.safetensors").state["step"] == 5
 
 
@@ -171,7 +173,7 @@ def test_progress_reporters_write_lines(tmp_path):
 
 
 def test_device_choice():
-    from cnnlab.train.loop import resolve_device
+    from cnnlab.train.distributed import resolve_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
