@@ -1,5 +1,6 @@
 # The two commands in the README: `make demo` and `make test`. Both build a local virtual
-# environment on first use (re-installed only when pyproject.toml changes).
+# environment on first use (re-installed only when pyproject.toml changes), with the extras the
+# test suite exercises for real: onnx + onnxruntime (export checks) and tensorboard (event files).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +17,7 @@ endif
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,onnx,tensorboard]'
 	touch $(STAMP)
 
 # A fresh run each time (a run folder refuses to be overwritten; --resume continues one).

@@ -24,6 +24,7 @@ from cnnlab.errors import UsageError
 from cnnlab.models import create_model, model_card
 from cnnlab.models.registry import list_models
 from cnnlab.models.weights import find_weights
+from cnnlab.outputs import check_output_file
 
 _EXTRA = ("onnx", "onnxruntime", "onnxscript")
 
@@ -90,12 +91,12 @@ def export_onnx(source, path: str | os.PathLike, *, opset: int | None = None,
     _require_extra()
     import onnx
 
+    path = check_output_file(path, (".onnx",))  # before any model is built
     model, natural = _resolve(source, pretrained, input_size)
     c, h, w = input_size or natural
     gen = torch.Generator().manual_seed(seed)
     inputs = [torch.randn(n, c, h, w, generator=gen)
               for n in ((batch, batch + 1) if dynamic_batch else (batch,))]
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1)},)} if dynamic_batch else {}
     with torch.no_grad():

@@ -133,6 +133,11 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted((n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The registered constructor itself (its signature lists the model's options)."""
+    return _lookup(name).fn
+
+
 def model_card(name: str) -> ModelCard:
     return _lookup(name).card
 

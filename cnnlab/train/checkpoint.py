@@ -6,7 +6,8 @@ One checkpoint is ONE safetensors file, so a save is a single atomic `os.replace
   - the JSON state (model name + kwargs, dataset classes + normalisation, epoch, step, history,
     config, the optimizer's param groups) in the file's metadata under "cnnlab".
 A `<name>.json` copy of that state is written next to it for people; loading never reads it.
-Loading uses safetensors (no pickle) or, for `.pt/.pth` weights, `torch.load(weights_only=True)`.
+Loading uses safetensors only (no pickle); plain weight files (.pth) are read by
+`cnnlab.models.weights.read_state_dict` with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,30 +268,6 @@ def _unpack(path: Path, tensors: dict, state: dict) -> Checkpoint:
         rng = {**state["rng"],
                "tensors": {k[len(_RNG):]: v for k, v in tensors.items() if k.startswith(_RNG)}}
     return Checkpoint(path, weights, state, optimizer, rng)
-
-
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state_dict from .safetensors (ours or plain) or .pt/.pth with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"weights file not found: {path}")
-    if path.suffix in (".pt", ".pth", ".bin"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-            raise UsageError(f"{path}: refusing to load pickled objects other than tensors "
-                             f"(weights_only=True): {first}") from None
-        if isinstance(obj, dict) and "state_dict" in obj:
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict):
-            raise UsageError(f"{path}: expected a state_dict, got {type(obj).__name__}")
-        return obj
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise UsageError(f"{path}: not a readable safetensors file ({err})") from None
-    return {k: v for k, v in tensors.items() if not k.startswith((_OPT, _RNG))}
 
 
 def find_checkpoint(run_or_checkpoint: str | Path, prefer: str = "best") -> Path:

@@ -140,22 +140,19 @@ def check_model_kwargs(model: str, kwargs: dict) -> None:
     takes **kwargs): a typo fails here, with the closest names, not as a TypeError mid-build."""
     import inspect
 
-    from cnnlab.models.registry import _lookup
+    from cnnlab.models.registry import model_builder
 
-    build = _lookup(model).fn
+    build = model_builder(model)
     if not kwargs:
         return
     params = inspect.signature(build).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        # options pass through to inner modules: building on the meta device (no memory,
-        # no arithmetic) is the check that knows them all
-        import torch
-
-        from cnnlab.models import create_model
+        # options pass through to inner modules: building on the meta device without its
+        # initialisation (no memory, no arithmetic) is the check that knows them all
+        from cnnlab.analysis.meta import build as build_on_meta
 
         try:
-            with torch.device("meta"):
-                create_model(model, **kwargs)
+            build_on_meta(model, **kwargs)
         except TypeError as err:
             raise InvalidSetting("model_kwargs", kwargs, f"options that {model} takes ({err})"
                                  ) from None

@@ -140,3 +140,15 @@ def test_every_family_exports_and_agrees(tmp_path, name, size):
     c = model_input_channels(name)
     res = cnnlab.export_onnx(model, tmp_path / f"{name}.onnx", input_size=(c, size, size))
     assert res.max_abs_diff <= 1e-4
+
+
+@pytest.mark.parametrize("target, reason", [
+    ("folder", "is a folder"), ("model.txt", "this file is written as .onnx"),
+    ("parent-file/model.onnx", "is a file"),
+])
+def test_the_onnx_path_is_checked_before_any_work(tmp_path, capsys, target, reason):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "parent-file").write_text("x")
+    assert main(["export", "lenet5", "--onnx", str(tmp_path / target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert reason in err and len(err.splitlines()) == 1, err

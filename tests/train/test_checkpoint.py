@@ -8,6 +8,7 @@ import torch
 from train_helpers import TinyNet, make
 
 from cnnlab.errors import UsageError
+from cnnlab.models.weights import read_state_dict
 from cnnlab.train import checkpoint as ck
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.schedule import build_optimizer
@@ -84,12 +85,12 @@ def test_safe_load_refuses_pickled_code(tmp_path, monkeypatch):
     bad = tmp_path / "weights.pt"
     with open(bad, "wb") as fh:
         pickle.dump({"w": _Evil()}, fh, protocol=2)
-    with pytest.raises(UsageError, match="refusing"):
-        ck.load_weights(bad)
+    with pytest.raises(UsageError, match="weights_only=True"):
+        read_state_dict(bad)
     assert not (tmp_path / "pwned").exists()
     good = tmp_path / "good.pt"
     torch.save({"w": torch.ones(2)}, good)
-    assert torch.equal(ck.load_weights(good)["w"], torch.ones(2))
+    assert torch.equal(read_state_dict(good)["w"], torch.ones(2))
 
 
 def test_bad_or_missing_checkpoints_are_usage_errors(tmp_path):
