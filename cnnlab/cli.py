@@ -421,9 +421,11 @@ def _cmd_show(args) -> int:
     from pathlib import Path
 
     from cnnlab import inside
+    from cnnlab.outputs import check_output_file
 
     source, pretrained = args.source, args.weights or args.pretrained
     out = args.out or f"{Path(source).name}-{args.view}.png"
+    check_output_file(out, (".png", ".svg") if args.view == "diagram" else (".png",))  # first
     picture = dict(image=args.image, index=args.index, dataset=args.dataset,
                    data_dir=args.data_dir)
     if args.view == "filters":

@@ -7,10 +7,14 @@ What remains is cut here (profiled with cProfile on resnet56 / preact_resnet1001
   ops with a Python number are Python code (0.1-1 ms a call), and their first calls import
   sympy and torch._dynamo (about 2 s of a fresh process's first summary): cnnlab computes these
   forms itself (`_OWN_FORMS`), and caches every other cacheable op's output form by the forms of
-  its arguments, so each runs once per form (resnet1202 repeats one block 600 times);
+  its arguments, so each runs once per form (resnet1202 repeats one block 600 times); a
+  pointwise op between one contiguous tensor and Python numbers (x * 1.7159) skips even the
+  form key: its output has the tensor's shape and a dtype known by the argument types;
 - TorchDispatchMode's per-op torch._dynamo.disable wrapper: `Mode` opts out of it.
 A built model is analysed in place (`on_meta`): its tensors are swapped for meta stand-ins
-instead of copying the model.
+instead of copying the model. The smallest working input is checked on the recorded size graph
+(trace.Tracer.sizes_fit) and not by a second pass (`fits`) wherever the graph can tell: that
+second pass was 15-20% of a summary of resnet56 at 32x32.
 """
 
 from __future__ import annotations

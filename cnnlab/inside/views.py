@@ -18,6 +18,7 @@ from cnnlab.errors import UsageError
 from cnnlab.inside import attribution
 from cnnlab.inside.source import Picture, Subject, denormalize, load_picture, load_subject
 from cnnlab.inside.structure import Architecture, architecture, field_box, weighted
+from cnnlab.outputs import check_output_file
 from cnnlab.report import _pyplot
 
 MAX_KERNELS = 96  # AlexNet's conv1 has 96: all of them; larger layers show their first 96
@@ -29,9 +30,7 @@ def _subject(source, pretrained: bool) -> Subject:
 
 
 def _save(fig, out) -> Path:
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"output file must end in .png, got {out}")
+    out = check_output_file(out, (".png",))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     _pyplot().close(fig)

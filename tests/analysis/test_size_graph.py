@@ -31,7 +31,7 @@ class Flattened(nn.Module):
 
 
 class PositionMap(nn.Module):
-    """conv 1x1 plus a learned 8x8 map: works only at 8x8."""
+    """conv 1x1 plus a learned 8x8 map: works at 8x8, and at 1x1 by broadcasting."""
 
     def __init__(self):
         super().__init__()
@@ -78,7 +78,9 @@ def test_a_flatten_into_a_linear_holds_the_size_the_pass_saw():
 def test_a_fixed_size_operand_makes_the_graph_defer_to_a_real_pass():
     tracer = _traced(PositionMap(), (1, 8, 8))
     assert tracer.opaque and tracer.sizes_fit((1, 1)) is None
-    assert summarize(PositionMap(), (1, 8, 8)).totals.min_input_size == (1, 8, 8)
+    with meta.on_meta(PositionMap()) as model:  # 4x4 clashes with 8x8; 1x1 broadcasts
+        assert not meta.fits(model, (1, 4, 4)) and meta.fits(model, (1, 1, 1))
+    assert summarize(PositionMap(), (1, 8, 8)).totals.min_input_size == (1, 1, 1)
 
 
 def test_a_strided_slice_runs_forward():

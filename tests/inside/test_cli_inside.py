@@ -48,3 +48,14 @@ def test_show_filters_of_a_model_name(tmp_path):
     out = tmp_path / "f.png"
     assert main(["show", "filters", "resnet20", "--out", str(out)]) == 0
     assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("out, reason", [("pics", "is a folder"), ("f.jpg", "written as .png"),
+                                         ("file/x.png", "is a file")])
+def test_show_checks_its_output_before_any_work(out, reason, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "file").write_text("x")
+    assert main(["show", "filters", "resnet20", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert reason in err and "\n" not in err
