@@ -61,8 +61,10 @@ _REDUCE = (aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_m
            aten.min, aten.var, aten.std, aten.logsumexp, aten.norm)
 _ELTWISE = (aten.add, aten.add_, aten.sub, aten.sub_, aten.rsub, aten.mul, aten.mul_, aten.div,
             aten.div_, aten.pow, aten.pow_, aten.sqrt, aten.rsqrt, aten.exp, aten.log, aten.neg,
-            aten.abs, aten.maximum, aten.minimum, aten.reciprocal, aten.where, aten.addcmul,
-            aten.lerp)
+            aten.abs, aten.maximum, aten.minimum, aten.reciprocal, aten.where)
+# fused element-wise ops: each arithmetic step counts (addcmul: a + b * c; lerp: a + w (b - a))
+_FUSED = {aten.addcmul: 2, aten.addcmul_: 2, aten.addcdiv: 2, aten.addcdiv_: 2, aten.lerp: 3,
+          aten.lerp_: 3}
 # no arithmetic: views, copies, layout, allocation, random masks, padding, joins
 FREE = (aten.view, aten._unsafe_view, aten.reshape, aten._reshape_alias, aten.t, aten.transpose,
         aten.permute, aten.squeeze, aten.unsqueeze, aten.slice, aten.select, aten.expand,
@@ -82,5 +84,6 @@ TABLE: dict = {
     **{op: (2, _window(nd)) for op, nd in _WINDOW.items()},
     **{op: (2, _per_input) for op in _REDUCE},
     **{op: (3, _per_output(1)) for op in _ELTWISE},
+    **{op: (3, _per_output(n)) for op, n in _FUSED.items()},
     **{op: None for op in FREE},
 }

@@ -20,6 +20,7 @@ second pass was 15-20% of a summary of resnet56 at 32x32.
 from __future__ import annotations
 
 import functools
+import weakref
 from contextlib import contextmanager
 
 import torch
@@ -63,8 +64,9 @@ def tensor_args(args, kwargs) -> list[torch.Tensor]:
     return found
 
 
-def cached(func, args, kwargs):
-    """func(*args, **kwargs) on meta tensors, by form where that is safe."""
+def cached(func, args, kwargs, tensors: list[torch.Tensor] | None = None):
+    """func(*args, **kwargs) on meta tensors, by form where that is safe; `tensors`:
+    tensor_args(args, kwargs) when the caller has it already."""
     kind = _CACHEABLE.get(func)
     if kind is None:
         schema = func._schema
@@ -76,7 +78,7 @@ def cached(func, args, kwargs):
                                    inplace, pointwise and not inplace)
     if not kind[0]:
         return func(*args, **kwargs)
-    tensors = tensor_args(args, kwargs)
+    tensors = tensor_args(args, kwargs) if tensors is None else tensors
     if any(t.device.type != "meta" and t.dim() for t in tensors):
         return func(*args, **kwargs)  # (a 0-dim CPU tensor is a Python number, wrapped)
     if kind[1] and not any(t.dim() for t in tensors[1:]):
@@ -316,6 +318,26 @@ class SkipInit(Mode):
         return func(*args, **(kwargs or {}))
 
 
+# id(real tensor) -> (a weak reference to it, its form, its meta stand-in): a model analysed
+# again (a notebook re-running a cell, `compare`) reuses the stand-ins instead of building new
+# Parameters. Meta tensors hold no data, so sharing one between calls is safe.
+_STAND_INS: dict[int, tuple] = {}
+
+
+def _stand_in(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    form = (t.shape, t.stride(), dtype, t.requires_grad, isinstance(t, nn.Parameter))
+    kept = _STAND_INS.get(id(t))
+    if kept is not None and kept[0]() is t and kept[1] == form:
+        return kept[2]
+    fake = torch.empty_strided(t.shape, t.stride(), dtype=dtype, device="meta")
+    fake = nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
+    if len(_STAND_INS) > 100_000:  # a long session over many models: start over
+        _STAND_INS.clear()
+    key = id(t)
+    _STAND_INS[key] = (weakref.ref(t, lambda _, key=key: _STAND_INS.pop(key, None)), form, fake)
+    return fake
+
+
 @contextmanager
 def on_meta(module: nn.Module, dtype: torch.dtype | None = None):
     """The module with meta stand-ins for its parameters and buffers (same shapes, dtypes and
@@ -330,9 +352,7 @@ def on_meta(module: nn.Module, dtype: torch.dtype | None = None):
                     continue
                 if id(t) not in stand_ins:
                     kind = dtype if dtype is not None and t.is_floating_point() else t.dtype
-                    fake = torch.empty_strided(t.shape, t.stride(), dtype=kind, device="meta")
-                    stand_ins[id(t)] = nn.Parameter(fake, t.requires_grad) \
-                        if isinstance(t, nn.Parameter) else fake
+                    stand_ins[id(t)] = _stand_in(t, kind)
                 swapped.append((store, key, t))
                 store[key] = stand_ins[id(t)]
     try:

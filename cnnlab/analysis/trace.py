@@ -227,7 +227,7 @@ class Tracer(meta.Mode):
         if inputs and (packet in CONV_OPS or packet in POOL_OPS):
             bound = _bind(func, args, kwargs)
             self._check_size(packet, bound)
-        out = cached(func, args, kwargs)
+        out = cached(func, args, kwargs, found)
         self._count(func, packet, args, kwargs, out, inputs)
         if inputs:
             self._propagate(func, packet, args, kwargs, inputs, out, bound)

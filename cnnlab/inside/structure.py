@@ -154,7 +154,8 @@ def describe(module: nn.Module) -> str:
         return f"{'max' if isinstance(module, nn.MaxPool2d) else 'avg'} pool {k}x{k}/{s}"
     if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
         size = module.output_size
-        return "global avg pool" if size in (1, (1, 1)) else f"adaptive avg pool to {size}"
+        kind = "max" if isinstance(module, nn.AdaptiveMaxPool2d) else "avg"
+        return f"global {kind} pool" if size in (1, (1, 1)) else f"adaptive {kind} pool to {size}"
     if isinstance(module, nn.Linear):
         return f"fc {module.in_features} -> {module.out_features}"
     inner = weighted(module)

@@ -27,6 +27,7 @@ from cnnlab.models import (  # noqa: F401  (imported for their registrations)
     alexnet,
     densenet,
     efficientnet,
+    fast,
     googlenet,
     lenet,
     mobilenet,

@@ -47,6 +47,11 @@ def test_lenet5_stages_follow_the_resolution_and_c5_is_not_a_stage_end():
                                                      "features.act3", "features.act4"]
 
 
+def test_fastnet_head_names_its_global_max_pool():
+    *_, head = _arch("fastnet_mnist").sections
+    assert [u.label for u in head.units] == ["global max pool", "fc 64 -> 10"]
+
+
 def test_unknown_layer_names_the_stage_ends():
     with pytest.raises(ValueError, match="layer1.2"):
         _arch("resnet20", num_classes=10).row("layer9")

@@ -128,7 +128,7 @@ def test_without_the_extra_the_error_says_how_to_install_it(monkeypatch, tmp_pat
 # one model of every family, at a small input the model allows
 EVERY_FAMILY = [("lenet5", 32), ("alexnet", 63), ("vgg11_bn", 32), ("nin", 32), ("googlenet", 64),
                 ("resnet20", 32), ("densenet40_k12", 32), ("mobilenet_v2_050", 64),
-                ("efficientnet_b0", 64)]
+                ("efficientnet_b0", 64), ("fastnet_mnist", 28)]
 
 
 @pytest.mark.slow  # ~10-40 s per model with the dynamo exporter on 2 shared cores

@@ -50,6 +50,12 @@ REFERENCE_PARAMS: dict[tuple[str, tuple], int] = {
     ("resnet20", ()): 269_722,
     ("resnet56", ()): 853_018,
     ("lenet5_modern", ()): 61_706,
+    # cnnlab's fast nets (cnnlab/models/fast.py), by hand: fastnet_mnist = 3x3 convs 1->16,
+    # 16->32, 32->64 (no bias) + BN (2 per channel) + Linear(64, 10, no bias)
+    ("fastnet_mnist", ()): 9 * (16 + 16 * 32 + 32 * 64) + 2 * (16 + 32 + 64) + 64 * 10,
+    # resnet9_fast: stem 3->64, 64->128 + a residual pair at 128, 128->256, 256->512 + a pair
+    ("resnet9_fast", ()): 9 * (3 * 64 + 64 * 128 + 2 * 128**2 + 128 * 256 + 256 * 512
+                               + 2 * 512**2) + 2 * (64 + 3 * 128 + 256 + 3 * 512) + 512 * 10,
     ("lenet5", (("head", "rbf"),)): 60_000,  # the paper's count: C1..F6, RBF codes fixed
 }
 
