@@ -31,11 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from cnnlab.bench.common import machine, machine_line
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
-
-from bench_vs_torchinfo import _machine  # noqa: E402
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
@@ -108,9 +107,8 @@ def bench_cifar(seeds: list[int], baseline: bool) -> dict:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"Time to {report['target_top1']}% test top-1 ({report['task']}), "
-             f"{m['date_utc']} UTC, {m['cpu']}, {m['cores']} cores, torch {m['torch']}, load "
-             f"average {m['load_average'][0]:.1f} at the start. Wall seconds from process start "
-             "to exit (import, data, training and evaluation included).", "",
+             f"{machine_line(m)}. Wall seconds from process start to exit (import, data, "
+             "training and evaluation included).", "",
              "| contender | seed | wall (s) | reached | test top-1 (%) | epochs | speed-up |",
              "|---|---:|---:|---|---:|---:|---:|"]
     for r in report["rows"]:
@@ -130,12 +128,12 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--baseline", action="store_true", help="cifar: also ResNet-20's recipe")
     args = p.parse_args(argv)
-    machine = _machine()
+    where = machine()
     if args.task == "mnist":
         report = bench_mnist(args.seeds or [0])
     else:
         report = bench_cifar(args.seeds or [0, 1, 2], args.baseline)
-    report["machine"] = machine
+    report["machine"] = where
     report["date_utc"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"time_to_accuracy_{args.task}"

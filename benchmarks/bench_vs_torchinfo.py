@@ -19,11 +19,9 @@ Results go to benchmarks/results/vs_torchinfo.{json,md} with the machine, its lo
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,7 @@ import torch
 
 import cnnlab
 from cnnlab.analysis import summarize
+from cnnlab.bench.common import machine
 
 MODELS = [("lenet5", (1, 32, 32)), ("alexnet", None), ("vgg16", None), ("googlenet", None),
           ("resnet18", None), ("resnet50", None), ("resnet152", None),
@@ -52,13 +51,9 @@ print(time.perf_counter() - start, time.process_time() - cpu)
 
 
 def _machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor()) \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")}
+    """CPU, cores, bf16 flags, python, torch, threads, load average and date (one home:
+    cnnlab.bench.common, shared with `cnnlab bench`)."""
+    return machine()
 
 
 def first_call_s(name: str) -> list[float]:

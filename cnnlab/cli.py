@@ -622,8 +622,63 @@ def _count_seed(text: str) -> int:
     return seed
 
 
+# ---- bench ------------------------------------------------------------------------------------
+
+def _name_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got {text!r}")
+    return names
+
+
+def _cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.bench import run_benchmark
+
+    for flag in ("models", "modes"):
+        if getattr(args, flag) and args.suite not in ("precision", "all"):
+            raise UsageError(f"--{flag} is an option of the precision suite (or all), "
+                             f"not of {args.suite}")
+    paths = run_benchmark(args.suite, models=args.models, modes=args.modes, quick=args.quick,
+                          out=args.out, device=args.device, data_dir=args.data_dir,
+                          progress=None if args.quiet else
+                          lambda line: print(line, file=sys.stderr, flush=True))
+    for path in paths:
+        if path.suffix == ".md":
+            print(Path(path).read_text())
+    print("wrote " + "  ".join(map(str, paths)))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="speed against this machine's limit: matmul peak, data "
+                       "pipeline, precision / layout / compile per model",
+                       description="Run one benchmark suite on this machine and write "
+                       "OUT/SUITE.json and OUT/SUITE.md (machine, date, ratios to the baseline "
+                       "of the same run). Never part of the test suite.")
+    p.add_argument("suite", choices=("peak", "pipeline", "precision", "all"),
+                   help="peak: fp32/bf16 matmul TFLOP/s; pipeline: batched on-device "
+                   "augmentation vs a per-sample DataLoader; precision: eager fp32, "
+                   "channels_last, bf16, torch.compile, best, per model (with MFU); all: each")
+    p.add_argument("--models", type=_name_list, metavar="A,B",
+                   help="precision: models to run (default lenet5, resnet20, resnet50, "
+                   "vgg16_bn, mobilenet_v2, efficientnet_b0; any registered name works)")
+    p.add_argument("--modes", type=_name_list, metavar="A,B",
+                   help="precision: settings besides eager fp32 (default channels_last, bf16, "
+                   "compile, best)")
+    p.add_argument("--quick", action="store_true",
+                   help="small batches and few repeats: a smoke check, not numbers to quote")
+    p.add_argument("--out", default="benchmarks/results", metavar="DIR",
+                   help="results folder (default benchmarks/results)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
+    p.add_argument("--data-dir", help="pipeline: dataset root (default $CNNLAB_DATA, ~/.cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_cmd_bench)
+
+
 _SECTIONS = [_add_models, _add_data, _add_analysis, _add_training, _add_export, _add_inside,
-             _add_experiments]
+             _add_experiments, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

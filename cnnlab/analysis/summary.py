@@ -365,7 +365,8 @@ def _summarize(model, input_size, train: bool, model_kwargs, training) -> Summar
 def _summarize_meta(module, label, size, probes, train, was_training) -> Summary:
     try:
         tracer, min_size = _pass(module, label, size, probes, train)
-        if not train and _unused(module, tracer):  # training-only branches: check them too
+        params = {id(p): p for p in module.parameters()}  # (one walk for _unused and _build)
+        if not train and _unused(params, tracer):  # training-only branches: check them too
             try:
                 big = (size[0], *max([size[1:], *(p[1:] for p in probes)]))
                 _, train_min = _pass(module, label, big, [], True)
@@ -374,13 +375,14 @@ def _summarize_meta(module, label, size, probes, train, was_training) -> Summary
                 pass  # they do not fit this size: the eval answer is all we know
     finally:
         _set_mode(module, was_training)
-    return _build(module, label, size, tracer, min_size, 2 if train else 1)
+    return _build(label, size, tracer, min_size, 2 if train else 1, params)
 
 
-def _unused(module: nn.Module, tracer: Tracer) -> bool:
-    """Whether some parameters belong to no module that ran (GoogLeNet's auxiliary heads)."""
+def _unused(params: dict, tracer: Tracer) -> bool:
+    """Whether some parameters ({id: parameter}) belong to no module that ran (GoogLeNet's
+    auxiliary heads)."""
     used = {id(p) for c in tracer.calls for p in trace.own_parameters(c.module)}
-    return any(id(p) not in used for p in module.parameters())
+    return any(i not in used for i in params)
 
 
 def _set_mode(module: nn.Module, train: bool) -> None:
@@ -428,8 +430,7 @@ def _explain(module: nn.Module, label: str, size: tuple[int, ...], err: Exceptio
     return UsageError(f"input {_x(size)} does not fit {label}{mode}{where}: {reason}{works}")
 
 
-def _build(module: nn.Module, label: str, size, tracer: Tracer, min_size, batch: int
-           ) -> Summary:
+def _build(label: str, size, tracer: Tracer, min_size, batch: int, params: dict) -> Summary:
     seen: set[int] = set()
     counts: dict[str, int] = {}
     rows, outputs, types = [], {}, {}
@@ -467,7 +468,6 @@ def _build(module: nn.Module, label: str, size, tracer: Tracer, min_size, batch:
     # the final feature map: the output itself when it is a map, else what global pooling (or
     # a flatten) consumed last - not the last leaf, which may be one Inception branch
     final = out_info if _local(out_info) else tracer.pooled if _local(tracer.pooled) else None
-    params = {id(p): p for p in module.parameters()}
     rf, jump = _fields(final)
     n = _per_image(tracer.totals, batch)
     totals = Totals(

@@ -89,8 +89,23 @@ def _flops(packet, args, kwargs, out) -> int:
     if raw is None or kwargs or any(isinstance(a, (list, tuple)) and a and
                                     isinstance(a[0], torch.Tensor) for a in args):
         return formula(*args, **kwargs, out_val=out)
-    shapes = [a.shape if isinstance(a, torch.Tensor) else a for a in args]
-    return raw(*shapes, out_shape=out.shape if isinstance(out, torch.Tensor) else None)
+    shapes = tuple(a.shape if isinstance(a, torch.Tensor) else tuple(a) if isinstance(a, list)
+                   else a for a in args)
+    out_shape = out.shape if isinstance(out, torch.Tensor) else None
+    key = (packet, shapes, out_shape)  # the formulas are pure functions of the shapes
+    try:
+        return _FLOP_COUNTS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable argument: no memo
+        return raw(*shapes, out_shape=out_shape)
+    if len(_FLOP_COUNTS) > 50_000:
+        _FLOP_COUNTS.clear()
+    n = _FLOP_COUNTS[key] = raw(*shapes, out_shape=out_shape)
+    return n
+
+
+_FLOP_COUNTS: dict = {}
 
 
 def own_parameters(module: nn.Module) -> list[nn.Parameter]:

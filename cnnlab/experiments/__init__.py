@@ -19,6 +19,20 @@ _MODULES = {
     "claims": "claims",
     "receptive-field": "receptive_field",
     "bottleneck": "bottleneck",
+    "zoo": "zoo",
+    "scaling": "scaling",
+    "two-towers": "two_towers",
+    "alexnet-tricks": "alexnet_tricks",
+    "augmentation": "augmentation",
+    "dropout": "dropout",
+    "activation": "activation",
+    "vanishing-gradients": "vanishing_gradients",
+    "initialization": "initialization",
+    "batchnorm": "batchnorm",
+    "minibatch": "minibatch",
+    "auxiliary": "auxiliary",
+    "degradation": "degradation",
+    "preactivation": "preactivation",
 }
 
 

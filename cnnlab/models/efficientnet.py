@@ -116,11 +116,11 @@ class MBConv(nn.Module):
         return out
 
 
-def _stage_rows(width_mult: float, depth_mult: float) -> list[tuple[int, ...]]:
-    """B0's stages scaled: channels make_divisible(c * width, 8) (never < 90% of c * width),
-    repeats ceil(n * depth)."""
+def _stage_rows(stages, width_mult: float, depth_mult: float) -> list[tuple[int, ...]]:
+    """A stage table (B0's by default) scaled: channels make_divisible(c * width, 8) (never
+    < 90% of c * width), repeats ceil(n * depth)."""
     return [(e, k, s, make_divisible(c_in * width_mult, 8), make_divisible(c_out * width_mult, 8),
-             math.ceil(n * depth_mult)) for e, k, s, c_in, c_out, n in _B0_STAGES]
+             math.ceil(n * depth_mult)) for e, k, s, c_in, c_out, n in stages]
 
 
 class EfficientNet(ZooModel):
@@ -134,14 +134,17 @@ class EfficientNet(ZooModel):
                  depth_mult: float = 1.0, dropout: float = 0.2,
                  stochastic_depth_prob: float = 0.2, bn_eps: float = 1e-5,
                  bn_momentum: float = 0.1, norm_layer: LayerFn | None = None,
-                 act_layer: LayerFn = nn.SiLU):
+                 act_layer: LayerFn = nn.SiLU,
+                 stages: tuple[tuple[int, ...], ...] = _B0_STAGES):
+        # stages: rows (expand ratio, kernel, first stride, in, out, repeats) before scaling;
+        # B0's Table 1 by default, a shorter table gives small bases for scaling studies
         super().__init__()
         if norm_layer is None:  # PyTorch's momentum: the weight of the new batch's statistics
             norm_layer = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
         if width_mult <= 0 or depth_mult <= 0:
             raise ValueError(f"width_mult and depth_mult must be positive, "
                              f"got {width_mult}, {depth_mult}")
-        rows = _stage_rows(width_mult, depth_mult)
+        rows = _stage_rows(stages, width_mult, depth_mult)
         stem_chs = make_divisible(_STEM_CHS * width_mult, 8)
         features: list[nn.Module] = [ConvNormAct(in_chans, stem_chs, 3, stride=2,
                                                  norm_layer=norm_layer, act_layer=act_layer)]

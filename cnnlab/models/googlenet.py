@@ -172,25 +172,35 @@ class GoogLeNet(ZooModel):
                  norm_layer: NormFn = bn_eps_1e3,
                  branch3_kernel: int = 3, lrn_layer: Callable[[], nn.Module] | None = None,
                  last_pool_kernel: int = 2, aux_pool: Callable[[], nn.Module] = adaptive_aux_pool,
-                 dropout: float = 0.2, aux_dropout: float = 0.7, paper_init: bool = False):
+                 dropout: float = 0.2, aux_dropout: float = 0.7, paper_init: bool = False,
+                 width_mult: float = 1.0):
         super().__init__()
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be positive, got {width_mult}")
+
+        def chs(c: int) -> int:
+            # width_mult thins the stem and every Table 1 column (cnnlab's addition, for small
+            # budgets; 1.0 is the paper's net); the aux heads keep their 128 / 1024 units
+            return max(1, round(c * width_mult))
+
         conv = partial(BasicConv2d, norm_layer=norm_layer)
         # attribute order = torchvision's registration order, so state_dict order matches too
-        self.conv1 = conv(in_chans, 64, 7, stride=2, padding=3)
+        self.conv1 = conv(in_chans, chs(64), 7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.lrn1 = lrn_layer() if lrn_layer is not None else nn.Identity()
-        self.conv2 = conv(64, 64, 1)
-        self.conv3 = conv(64, 192, 3, padding=1)
+        self.conv2 = conv(chs(64), chs(64), 1)
+        self.conv3 = conv(chs(64), chs(192), 3, padding=1)
         self.lrn2 = lrn_layer() if lrn_layer is not None else nn.Identity()
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.stage_names = [name for name, _ in _STAGES]
-        c, aux_in = 192, {}
+        c, aux_in = chs(192), {}
         for name, row in _STAGES:
             if row is None:
                 k = last_pool_kernel if name == "maxpool4" else 3
                 setattr(self, name, nn.MaxPool2d(k, stride=2, ceil_mode=True))
                 continue
-            block = Inception(c, *row, branch3_kernel=branch3_kernel, norm_layer=norm_layer)
+            block = Inception(c, *map(chs, row), branch3_kernel=branch3_kernel,
+                              norm_layer=norm_layer)
             setattr(self, name, block)
             c = block.out_channels
             if name in _AUX_AFTER:

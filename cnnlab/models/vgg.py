@@ -39,9 +39,10 @@ _CFGS: dict[str, Cfg] = {
               512, 512, 512, 512, "M"),
 }
 
-def make_features(cfg: Cfg, in_chans: int,
-                  norm_layer: Callable[[int], nn.Module] | None) -> tuple[nn.Sequential, int]:
-    """One Sequential of conv [norm] ReLU ... M, indexed as torchvision indexes it."""
+def make_features(cfg: Cfg, in_chans: int, norm_layer: Callable[[int], nn.Module] | None,
+                  width: float = 1.0) -> tuple[nn.Sequential, int]:
+    """One Sequential of conv [norm] ReLU ... M, indexed as torchvision indexes it; `width`
+    scales every conv's channels (reduced versions for small budgets)."""
     layers: list[nn.Module] = []
     c_in = in_chans
     for item in cfg:
@@ -52,6 +53,7 @@ def make_features(cfg: Cfg, in_chans: int,
             layers.append(krizhevsky_lrn())
             continue
         c_out, k = item if isinstance(item, tuple) else (item, 3)
+        c_out = max(1, round(c_out * width))
         layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2))
         if norm_layer is not None:
             layers.append(norm_layer(c_out))
@@ -68,14 +70,18 @@ class VGG(ZooModel):
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, cfg: Cfg = _CFGS["vgg16"],
-                 norm_layer: Callable[[int], nn.Module] | None = None, dropout: float = 0.5):
+                 norm_layer: Callable[[int], nn.Module] | None = None, dropout: float = 0.5,
+                 width: float = 1.0, hidden: int = 4096, fc_map: int = 7):
+        # width, hidden, fc_map (the side of the pooled map fc6 reads): the paper's 1, 4096, 7;
+        # reduced versions (32 px inputs leave a 1 x 1 map) set them lower
         super().__init__()
-        self.features, self.num_features = make_features(cfg, in_chans, norm_layer)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.features, self.num_features = make_features(cfg, in_chans, norm_layer, width)
+        self.avgpool = nn.AdaptiveAvgPool2d((fc_map, fc_map))
         self.classifier = nn.Sequential(
-            nn.Linear(self.num_features * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, num_classes),
+            nn.Linear(self.num_features * fc_map * fc_map, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
         )
         self._init_weights()
 

@@ -24,7 +24,7 @@ from cnnlab.errors import InvalidSetting, UsageError
 _CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("constant", "step", "multistep", "cosine", "onecycle"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "bf16", "auto"),
 }
 
 
@@ -47,6 +47,9 @@ class TrainConfig:
     train_subset: int | None = _f(None, "train on a seeded, class-stratified sample of N images")
     test_subset: int | None = _f(None, "evaluate on a seeded, class-stratified sample of N images")
     augment: bool = _f(True, "the dataset's standard augmentation (crop+pad, flips where valid)")
+    pca_lighting: float = _f(0.0, "AlexNet's PCA colour augmentation (sec. 4.1) on RGB data: the "
+                                  "std of its alpha (paper: 0.1), along the principal components "
+                                  "of the training pixels; 0 = off")
     strict: bool = _f(False, "image folders: stop at files that are not images instead of "
                              "skipping them with a warning")
     pixel_range: list = _f([], "LOW,HIGH: map pixel 0 to LOW and 255 to HIGH instead of "
@@ -78,7 +81,9 @@ class TrainConfig:
     onecycle_div: float = _f(25.0, "onecycle: starting lr = lr / onecycle_div")
     # speed
     device: str = _f("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
-    precision: str = _f("fp32", "fp32 or bf16 (autocast; CPU and CUDA)")
+    precision: str = _f("fp32", "fp32, bf16 (autocast; CPU and CUDA) or auto: bf16 where this "
+                                "device's bf16 matmuls measure 1.5x faster than fp32, else fp32 "
+                                "(config.yaml records the choice and the measurement)")
     channels_last: bool = _f(False, "NHWC memory format (faster convs with bf16)")
     compile: bool = _f(False, "torch.compile the model (slow start, faster steps)")
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
@@ -108,7 +113,7 @@ class TrainConfig:
                      "onecycle_div", "gamma"):
             _check(self, name, getattr(self, name) > 0, "positive")
         for name in ("weight_decay", "label_smoothing", "warmup_epochs", "aux_weight",
-                     "min_lr_ratio", "workers", "seed"):
+                     "min_lr_ratio", "workers", "seed", "pca_lighting"):
             _check(self, name, getattr(self, name) >= 0, "at least 0")
         for name in ("image_size", "train_subset", "test_subset", "threads", "grad_clip"):
             value = getattr(self, name)

@@ -11,8 +11,10 @@ shard of each global batch. `all_reduce_sum` makes every metric the same on ever
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +89,76 @@ def seed_everything(seed: int) -> None:
 def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision != "fp32":  # "auto" must be resolved first (resolve_precision), never run as fp32
+        raise ValueError(f"precision must be fp32 or bf16 here, got {precision!r}")
     return contextlib.nullcontext()
+
+
+# bf16 must beat fp32 matmuls by this factor before `auto` picks it: a conv step gains less than a
+# large matmul (memory-bound layers, casts), and bf16 rounds every activation.
+BF16_MARGIN = 1.5
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; CPU work is done already)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int,
+                  min_seconds: float = 0.05) -> tuple[float, float]:
+    """(TFLOP/s, seconds of one call) of an n x n @ n x n matmul in `dtype` on `device`, with
+    torch's current threads: 2 n^3 FLOP per call, calls doubled until a round lasts
+    `min_seconds`, after one untimed call."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    synchronize(device)
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            a @ b
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return 2 * n**3 * calls / elapsed / 1e12, elapsed / calls
+        calls *= 2
+
+
+@dataclass(frozen=True)
+class PrecisionProbe:
+    """What `precision: auto` measured on a device and chose (recorded in the run's config)."""
+
+    device: str
+    matmul_size: int
+    fp32_tflops: float
+    bf16_tflops: float
+
+    @property
+    def choice(self) -> str:
+        return "bf16" if self.bf16_tflops >= BF16_MARGIN * self.fp32_tflops else "fp32"
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "matmul_size": self.matmul_size,
+                "fp32_tflops": round(self.fp32_tflops, 4),
+                "bf16_tflops": round(self.bf16_tflops, 4), "bf16_margin": BF16_MARGIN,
+                "choice": self.choice}
+
+
+@functools.cache
+def _probe(device: torch.device, threads: int) -> PrecisionProbe:
+    # large enough to reach most of the matmul peak, small enough to take well under a second
+    # where bf16 is emulated (an AMD EPYC without AVX-512 BF16: ~40 ms per 512^3 bf16 call)
+    n = 4096 if device.type == "cuda" else 512
+    fp32, _ = matmul_tflops(device, torch.float32, n)
+    bf16, _ = matmul_tflops(device, torch.bfloat16, n)
+    return PrecisionProbe(str(device), n, fp32, bf16)
+
+
+def probe_precision(device: torch.device) -> PrecisionProbe:
+    """bf16 against fp32 matmul speed, measured here (once per device and thread count)."""
+    return _probe(torch.device(device), torch.get_num_threads())
 
 
 @contextlib.contextmanager
@@ -198,6 +269,8 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-__all__ = ["SINGLE_PROCESS", "DistEnv", "GlobalBatchNorm", "all_reduce_sum", "autocast", "barrier",
-           "broadcast_object", "convert_sync_batchnorm", "from_environment", "process_group",
-           "resolve_device", "seed_everything", "unwrap", "wrap_model"]
+__all__ = ["BF16_MARGIN", "SINGLE_PROCESS", "DistEnv", "GlobalBatchNorm", "PrecisionProbe",
+           "all_reduce_sum", "autocast", "barrier", "broadcast_object", "convert_sync_batchnorm",
+           "from_environment", "matmul_tflops", "probe_precision", "process_group",
+           "resolve_device", "seed_everything", "synchronize", "unwrap",
+           "wrap_model"]

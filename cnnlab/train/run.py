@@ -213,6 +213,9 @@ def build_data(cfg: TrainConfig, dataset, device: torch.device, env: DistEnv = S
         raise InvalidSetting("batch_size", cfg.batch_size,
                              f"divisible by the number of processes ({env.world_size})")
     augment = Augment.default_for(train_ds) if cfg.augment else None
+    if cfg.pca_lighting and in_chans == 3:
+        augment = dataclasses.replace(augment or Augment(), pca_lighting=cfg.pca_lighting,
+                                      pca_eigen=training_pca(train_ds))
     common = dict(device=device, seed=cfg.seed, image_size=size, workers=cfg.workers,
                   rank=env.rank, world_size=env.world_size)
     try:
@@ -226,6 +229,15 @@ def build_data(cfg: TrainConfig, dataset, device: torch.device, env: DistEnv = S
             "mean": [float(v) for v in train_ds.mean], "std": [float(v) for v in train_ds.std],
             "input_size": [in_chans, size or height, size or width]}
     return TrainingData(train, test, info, len(train_ds), len(test_ds))
+
+
+def training_pca(train_ds) -> tuple | None:
+    """(eigenvalues, eigenvectors) of the RGB covariance of an in-memory training set, the
+    basis of AlexNet's colour shift; None (ImageNet's, in Augment) for streamed folders."""
+    from cnnlab.data.augment import rgb_pca
+
+    images = getattr(train_ds, "images", None)
+    return rgb_pca(images) if isinstance(images, torch.Tensor) else None
 
 
 def training_size(cfg: TrainConfig, native: int, min_size: int | None) -> int | None:
@@ -313,6 +325,7 @@ def train(model_or_name: str | nn.Module, dataset, *, config: str | Path | None 
     device = distributed.resolve_device(cfg.device, env)
     distributed.seed_everything(cfg.seed)
     with distributed.process_group(env, device):
+        cfg, precision_probe = _resolve_precision(cfg, device, env)
         data = build_data(cfg, dataset, device, env, card.min_size if card else None)
         model, name, kwargs = build_model(cfg, model_or_name, data.info)
         check_model_fits(model, data.info, name or type(model).__name__)
@@ -320,7 +333,7 @@ def train(model_or_name: str | nn.Module, dataset, *, config: str | Path | None 
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if folder is not None and resume_from is None:
-            folder.write_config(cfg, _resolved(cfg, recipe, data, device, env))
+            folder.write_config(cfg, _resolved(cfg, recipe, data, device, env, precision_probe))
         run = _Run(cfg, env, device, folder, data, model, name, kwargs)
         observers = list(callbacks)
         if env.is_main:  # what people look at comes from rank 0 only
@@ -350,14 +363,25 @@ def _resolve(model_or_name, dataset, config, use_recipe, overrides):
     return cfg, recipe, card
 
 
-def _resolved(cfg: TrainConfig, recipe, data: TrainingData, device, env: DistEnv) -> dict:
+def _resolve_precision(cfg: TrainConfig, device, env: DistEnv) -> tuple[TrainConfig, dict | None]:
+    """`precision: auto` becomes fp32 or bf16 as measured on rank 0's device (every rank runs
+    the same numerics); the measurement goes into config.yaml, so the choice is never silent."""
+    if cfg.precision != "auto":
+        return cfg, None
+    probe = distributed.probe_precision(device).to_dict() if env.is_main else None
+    probe = distributed.broadcast_object(probe, env)
+    return dataclasses.replace(cfg, precision=probe["choice"]), probe
+
+
+def _resolved(cfg: TrainConfig, recipe, data: TrainingData, device, env: DistEnv,
+              precision_probe: dict | None) -> dict:
     steps = len(data.train)
     return {"recipe": recipe, "resolved": {
         "input_size": data.info["input_size"], "num_classes": len(data.info["classes"]),
         "steps_per_epoch": steps, "total_steps": steps * cfg.epochs, "device": str(device),
         "world_size": env.world_size, "batch_size_per_process": cfg.batch_size // env.world_size,
         "train_images": data.train_images, "test_images": data.test_images,
-        "torch": str(torch.__version__)}}
+        "precision_auto": precision_probe, "torch": str(torch.__version__)}}
 
 
 def _resume_config(cfg: TrainConfig, overrides: dict, folder: RunFolder, env: DistEnv):

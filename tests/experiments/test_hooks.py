@@ -94,3 +94,34 @@ def test_small_cnn_parameter_count():
 
 def test_latency_is_a_positive_median():
     assert latency_ms(nn.Conv2d(1, 1, 3), (1, 1, 8, 8), train=True, repeats=3, warmup=1) > 0
+
+
+def test_signal_stds_by_hand():
+    from cnnlab.experiments.common import signal_stds
+
+    # h = relu(W1 x), out = W2 h, loss = sum(out): dL/dh = column sums of W2 for every sample
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 5.0]]))
+    x = torch.tensor([[1.0, -2.0], [3.0, 4.0]])  # relu(W1 x) = [[1, 2], [3, 0]]
+    s = signal_stds(model, {"relu": model[1]}, x, lambda out: out.sum())
+    assert s["relu"]["activation_std"] == pytest.approx(math.sqrt(1.25))  # of 1, 2, 3, 0
+    # dL/dh = [4, 7] in both rows (the gradient at h, zeros of the ReLU included)
+    assert s["relu"]["gradient_std"] == pytest.approx(1.5)
+    assert not model[1]._forward_hooks
+
+
+def test_plain_net_layout_and_preactivation():
+    from cnnlab.experiments.common import plain_net, preactivation
+
+    # depth 7 = 6 convs + classifier; 2 pools split the convs 2 / 2 / 2
+    net = plain_net(7, "tanh", norm=True, init="xavier", width=8, in_chans=3)
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds == ["ConvNormAct"] * 2 + ["MaxPool2d"] + ["ConvNormAct"] * 2 + [
+        "MaxPool2d"] + ["ConvNormAct"] * 2
+    block = net.conv_blocks()["features.3"]
+    assert isinstance(preactivation(block), nn.BatchNorm2d) and isinstance(block[2], nn.Tanh)
+    plain = plain_net(3, "relu", norm=False, pools=0)
+    assert isinstance(preactivation(plain.features[0]), nn.Conv2d)
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 10)
