@@ -85,7 +85,9 @@ class TrainableSubsample(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        summed = F.avg_pool2d(x, 2, divisor_override=1)  # the 2x2 sums: N x C x H/2 x W/2
+        # the 2x2 sums, N x C x H/2 x W/2 (avg x 4, exact: divisor_override=1 exports wrongly
+        # to ONNX, whose AveragePool has no divisor)
+        summed = F.avg_pool2d(x, 2) * 4.0
         # bias + sum * coefficient in one op (fewer ops: faster training and analysis)
         return torch.addcmul(self.bias.view(1, -1, 1, 1), summed, self.weight.view(1, -1, 1, 1))
 
