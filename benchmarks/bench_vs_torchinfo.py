@@ -1,6 +1,7 @@
 """cnnlab's analyzer against torchinfo (and fvcore) on the same built models, in one process.
 
-    python benchmarks/bench_vs_torchinfo.py [--repeat 5] [--threads N] [--no-fvcore] [MODEL ...]
+    python benchmarks/bench_vs_torchinfo.py [--repeat 5] [--min-time 2] [--threads N]
+                                            [--no-fvcore] [MODEL ...]
 
 Needs the `bench` extra (`pip install -e '.[bench]'`: torchinfo, fvcore). For each model, one
 built CPU model (eval mode, batch 1) is given to
@@ -10,9 +11,11 @@ built CPU model (eval mode, batch 1) is given to
   device for the pass; no weight is copied),
 - `cnnlab.summarize(name)` plus `render()` (builds the model on the meta device itself),
 - fvcore's `FlopCountAnalysis(model, x).total()` (a JIT trace; MACs only),
-taking turns, `--repeat` times after one untimed warm-up call each; the table gives medians of
+taking turns after one untimed warm-up call each: `--repeat` turns, or more for fast models
+(about `--min-time` seconds of the slowest tool, at most 401 turns); the table gives medians of
 wall-clock time and the ratio torchinfo / cnnlab (above 1: cnnlab is faster). The first call of
-`cnnlab.summarize` in a fresh process (after `import cnnlab`) is timed in subprocesses.
+`cnnlab.summarize` in a fresh process is timed in subprocesses, with the imports of torch and
+cnnlab before it.
 Results go to benchmarks/results/vs_torchinfo.{json,md} with the machine, its load and the date.
 """
 
@@ -43,10 +46,14 @@ FIRST_CALL = ["lenet5", "resnet50", "efficientnet_b0", "densenet121"]
 RESULTS = Path(__file__).parent / "results"
 
 _FIRST_CALL_SCRIPT = """
-import time, cnnlab
+import time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import cnnlab
 start, cpu = time.perf_counter(), time.process_time()
 cnnlab.summarize({name!r}).render()
-print(time.perf_counter() - start, time.process_time() - cpu)
+print(time.perf_counter() - start, time.process_time() - cpu, t1 - t0, start - t1)
 """
 
 
@@ -58,13 +65,14 @@ def _machine() -> dict:
 
 def first_call_s(name: str) -> list[float]:
     """Wall-clock and CPU seconds of the first summarize(name).render() in a fresh interpreter
-    (CPU time is what a busy machine inflates least)."""
+    (CPU time is what a busy machine inflates least), then the seconds of `import torch` and of
+    `import cnnlab` after it."""
     out = subprocess.run([sys.executable, "-c", _FIRST_CALL_SCRIPT.format(name=name)],
                          capture_output=True, text=True, check=True, env=os.environ)
     return [round(float(v), 3) for v in out.stdout.strip().splitlines()[-1].split()]
 
 
-def bench_model(name: str, size, repeat: int, with_fvcore: bool) -> dict:
+def bench_model(name: str, size, repeat: int, with_fvcore: bool, min_time: float = 2.0) -> dict:
     import torchinfo
 
     size = tuple(size or cnnlab.model_card(name).input_size)
@@ -86,14 +94,20 @@ def bench_model(name: str, size, repeat: int, with_fvcore: bool) -> dict:
         tools["fvcore"] = fvcore_total
     times: dict[str, list[float]] = {k: [] for k in tools}
     with torch.no_grad():
+        slowest = 0.0
         for fn in tools.values():
+            start = time.perf_counter()
             fn()  # warm-up: caches, lazy imports
-        for _ in range(repeat):
+            slowest = max(slowest, time.perf_counter() - start)
+        # small models: more turns (about min_time s of the slowest tool, at most 401), since a
+        # millisecond-long call is at the mercy of the machine's noise
+        runs = max(repeat, min(401, int(min_time / max(slowest, 1e-6))))
+        for _ in range(runs):
             for key, fn in tools.items():  # taking turns spreads the machine's load evenly
                 start = time.perf_counter()
                 fn()
                 times[key].append(time.perf_counter() - start)
-    row = {"model": name, "input_size": list(size)}
+    row = {"model": name, "input_size": list(size), "runs": runs}
     for key, ts in times.items():
         row[f"{key}_ms"] = round(1000 * statistics.median(ts), 2)
     row["ratio_module"] = round(row["torchinfo_ms"] / row["cnnlab_module_ms"], 2)
@@ -107,28 +121,36 @@ def markdown(report: dict) -> str:
     lines = [f"cnnlab vs torchinfo {report['torchinfo']}"
              + (f" / fvcore {report['fvcore']}" if fv else "")
              + f", {m['date_utc']} UTC, {m['cpu']}, {m['cores']} cores, {m['threads']} torch "
-             f"threads, load average {m['load_average'][0]:.1f} at the start (shared machine), "
-             f"median of {report['repeat']} runs, ms.", "",
-             "| model | input | torchinfo | cnnlab (module) | ratio | cnnlab (name) | ratio |"
-             + (" fvcore |" if fv else ""),
-             "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if fv else "")]
+             f"threads, load average {m['load_average'][0]:.1f} at the start, medians of the "
+             f"runs (turns) given, ms.", "",
+             "| model | input | runs | torchinfo | cnnlab (module) | ratio | cnnlab (name) | "
+             "ratio |" + (" fvcore |" if fv else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if fv else "")]
     for r in report["rows"]:
         lines.append(f"| {r['model']} | {'x'.join(map(str, r['input_size']))} | "
+                     f"{r.get('runs', report['repeat'])} | "
                      f"{r['torchinfo_ms']:.1f} | {r['cnnlab_module_ms']:.1f} | "
                      f"{r['ratio_module']:.2f}x | {r['cnnlab_name_ms']:.1f} | "
                      f"{r['ratio_name']:.2f}x |"
                      + (f" {r['fvcore_ms']:.1f} |" if fv else ""))
-    first = ", ".join(f"{k} {wall:.2f} / {cpu:.2f}"
-                      for k, (wall, cpu) in report["first_call_s"].items())
+    calls = report["first_call_s"].items()
+    first = ", ".join(f"{k} {v[0]:.3f} / {v[1]:.3f}" for k, v in calls)
     lines += ["", "First `cnnlab.summarize(name).render()` in a fresh process (after `import "
               f"cnnlab`), wall / CPU seconds: {first}."]
+    imports = [v[2:] for _, v in calls if len(v) == 4]
+    if imports:
+        lines.append(f"Before it, `import torch` took {min(v[0] for v in imports):.2f}-"
+                     f"{max(v[0] for v in imports):.2f} s and `import cnnlab` after it "
+                     f"{min(v[1] for v in imports):.2f}-{max(v[1] for v in imports):.2f} s.")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", metavar="MODEL")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="turns per model, at least")
+    parser.add_argument("--min-time", type=float, default=2.0,
+                        help="seconds of turns per model for fast models (default 2)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the real forwards (default 1: on a shared "
                              "machine more threads than free cores slow torchinfo down)")
@@ -151,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
               "first_call_s": {n: first_call_s(n) for n in FIRST_CALL},  # [wall, cpu]
               "rows": []}
     for name, size in chosen:
-        report["rows"].append(bench_model(name, size, args.repeat, with_fvcore))
+        report["rows"].append(bench_model(name, size, args.repeat, with_fvcore, args.min_time))
         print(json.dumps(report["rows"][-1]), flush=True)
     report["machine"]["load_average_end"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,9 @@ def min_input_size(out: int, kernel: int, stride: int = 1, padding: int = 0, dil
 
 def half(v: Fraction | int) -> Fraction | int:
     """v / 2, exact: an int when v is even."""
-    return v // 2 if isinstance(v, int) and not v % 2 else Fraction(v) / 2
+    if type(v) is int:
+        return v // 2 if not v % 2 else Fraction(v, 2)
+    return Fraction(v) / 2
 
 
 @dataclass(frozen=True)
@@ -94,12 +96,11 @@ class ReceptiveField:
              dilation: int = 1) -> ReceptiveField:
         """The field after a convolution / pooling window applied to this map:
         size += (k_eff - 1) * jump, jump *= stride, start += ((k_eff - 1) / 2 - padding) * jump."""
-        k_eff = effective_kernel(kernel, dilation)
-        return ReceptiveField(
-            size=self.size + (k_eff - 1) * self.jump,
-            jump=self.jump * stride,
-            start=self.start + (half(k_eff - 1) - padding) * self.jump,
-        )
+        k_eff = dilation * (kernel - 1) + 1
+        # the centre moves by half of (k_eff - 1 - 2p) jumps: one exact halving, not four
+        # Fraction operations (a pass composes thousands of fields)
+        return ReceptiveField(self.size + (k_eff - 1) * self.jump, self.jump * stride,
+                              self.start + half((k_eff - 1 - 2 * padding) * self.jump))
 
     def whole(self, n: int) -> ReceptiveField:
         """The field of a unit that sees all `n` units of this map (global pooling, flatten)."""

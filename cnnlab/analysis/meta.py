@@ -41,8 +41,19 @@ POOL_OPS = {aten.max_pool1d, aten.max_pool2d, aten.max_pool3d, aten.max_pool1d_w
 # once, later calls get fresh empty tensors of the remembered form. In-place pointwise ops return
 # their first argument unchanged in form.
 _FORMS: dict = {}
-_CACHEABLE: dict = {}  # OpOverload -> (cacheable, in place, pointwise out of place)
-_SCALAR_DTYPES: dict = {}  # (pointwise op, tensor dtype, types of the other arguments) -> dtype
+_CACHEABLE: dict = {}  # id(OpOverload) -> (the overload, *cache_kind(overload))
+# (id(pointwise op), tensor dtype, types of the other arguments) -> (the op, output dtype)
+_SCALAR_DTYPES: dict = {}
+
+
+META = torch.device("meta")
+
+
+def empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous meta tensor (the sizes unpacked: torch.empty parses them twice as fast as
+    a torch.Size, and every op of a pass makes one)."""
+    return torch.empty(*shape, dtype=dtype, device=META) if len(shape) else \
+        torch.empty((), dtype=dtype, device=META)
 
 
 def _form(v):
@@ -59,39 +70,48 @@ def tensor_args(args, kwargs) -> list[torch.Tensor]:
     for v in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(v, torch.Tensor):
             found.append(v)
-        elif isinstance(v, (list, tuple)):
-            found.extend(t for t in v if isinstance(t, torch.Tensor))
+        elif isinstance(v, (list, tuple)) and v and not isinstance(v[0], int):  # (not sizes)
+            found.extend([t for t in v if isinstance(t, torch.Tensor)])
     return found
 
 
-def cached(func, args, kwargs, tensors: list[torch.Tensor] | None = None):
+def cache_kind(func) -> tuple:
+    """(cacheable by form, in place, pointwise out of place, own form function or None) of one
+    ATen overload, worked out once (an OpOverload's hash is Python code: no lookups per op)."""
+    schema = func._schema
+    inplace = bool(schema.arguments and schema.arguments[0].alias_info is not None
+                   and schema.arguments[0].alias_info.is_write)
+    pointwise = torch.Tag.pointwise in func.tags and len(schema.returns) == 1
+    safe = inplace or not schema.is_mutable  # no out= variants: they return `out` itself
+    return ((func._overloadpacket in _KERNELS or pointwise) and safe, inplace,
+            pointwise and not inplace, _OWN_FORMS.get(func._overloadpacket))
+
+
+def cached(func, args, kwargs, tensors: list[torch.Tensor] | None = None, kind=None):
     """func(*args, **kwargs) on meta tensors, by form where that is safe; `tensors`:
-    tensor_args(args, kwargs) when the caller has it already."""
-    kind = _CACHEABLE.get(func)
+    tensor_args(args, kwargs) and `kind`: cache_kind(func), when the caller has them already."""
     if kind is None:
-        schema = func._schema
-        inplace = bool(schema.arguments and schema.arguments[0].alias_info is not None
-                       and schema.arguments[0].alias_info.is_write)
-        pointwise = torch.Tag.pointwise in func.tags and len(schema.returns) == 1
-        safe = inplace or not schema.is_mutable  # no out= variants: they return `out` itself
-        kind = _CACHEABLE[func] = ((func._overloadpacket in _KERNELS or pointwise) and safe,
-                                   inplace, pointwise and not inplace)
+        kind = _CACHEABLE.get(id(func))
+        if kind is None or kind[0] is not func:  # (keyed by id: see cache_kind)
+            kind = _CACHEABLE[id(func)] = (func, *cache_kind(func))
+        kind = kind[1:]
     if not kind[0]:
         return func(*args, **kwargs)
     tensors = tensor_args(args, kwargs) if tensors is None else tensors
-    if any(t.device.type != "meta" and t.dim() for t in tensors):
-        return func(*args, **kwargs)  # (a 0-dim CPU tensor is a Python number, wrapped)
+    for t in tensors:
+        if not t.is_meta and t.dim():
+            return func(*args, **kwargs)  # (a 0-dim CPU tensor is a Python number, wrapped)
     if kind[1] and not any(t.dim() for t in tensors[1:]):
         return args[0]  # x.relu_(), x.mul_(2.0): nothing to write, nothing to check
     if kind[2] and len(tensors) == 1 and args[0] is tensors[0] and not kwargs \
             and args[0].is_contiguous():  # x * 1.7159: x's shape, a dtype known by argument types
         x = args[0]
-        key = (func, x.dtype, *map(type, args[1:]))
-        dtype = _SCALAR_DTYPES.get(key)
-        if dtype is None:
-            dtype = _SCALAR_DTYPES[key] = pointwise_form(func, args, kwargs).dtype
-        return torch.empty(x.shape, dtype=dtype, device="meta")
-    own = _OWN_FORMS.get(func._overloadpacket)
+        key = (id(func), x.dtype, *map(type, args[1:]))  # (id: see cache_kind)
+        known = _SCALAR_DTYPES.get(key)
+        if known is None or known[0] is not func:
+            known = _SCALAR_DTYPES[key] = func, pointwise_form(func, args, kwargs).dtype
+        return empty(x.shape, known[1])
+    own = kind[3]
     out = None if own is None else own(*args, **kwargs)
     if out is not None:
         return out
@@ -107,14 +127,14 @@ def cached(func, args, kwargs, tensors: list[torch.Tensor] | None = None):
     if kind[1]:
         return args[0]
     single, forms = _FORMS[key]
-    outs = [torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    outs = [torch.empty_strided(shape, stride, dtype=dtype, device=META)
             for shape, stride, dtype in forms]
     return outs[0] if single else tuple(outs)
 
 
 
 def _like(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=META)
 
 
 def _broadcast(shapes) -> torch.Size:
@@ -143,7 +163,7 @@ def pointwise_form(func, args, kwargs) -> torch.Tensor | None:
     one = [torch.ones((1,) * a.dim(), dtype=a.dtype) if isinstance(a, torch.Tensor) else a
            for a in args]
     dtype = func(*one, **kwargs).dtype
-    return torch.empty_strided(shape, full[0].stride(), dtype=dtype, device="meta")
+    return torch.empty_strided(shape, full[0].stride(), dtype=dtype, device=META)
 
 
 def batch_norm_forms(x, weight, bias, training: bool):
@@ -156,8 +176,8 @@ def batch_norm_forms(x, weight, bias, training: bool):
             raise RuntimeError(f"batch norm over {c} channels got a parameter of {t.numel()}")
     stats = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
     n = c if training else 0
-    return (_like(x), torch.empty(n, dtype=stats, device="meta"),
-            torch.empty(n, dtype=stats, device="meta"))
+    return (_like(x), empty((n,), stats),
+            empty((n,), stats))
 
 
 def addmm_form(bias, mat1, mat2, *scales):
@@ -167,7 +187,7 @@ def addmm_form(bias, mat1, mat2, *scales):
                            f"({'x'.join(map(str, mat1.shape))} and "
                            f"{'x'.join(map(str, mat2.shape))})")
     dtype = torch.promote_types(mat1.dtype, mat2.dtype)
-    return torch.empty((mat1.shape[0], mat2.shape[1]), dtype=dtype, device="meta")
+    return empty((mat1.shape[0], mat2.shape[1]), dtype)
 
 
 def cat_form(tensors, dim=0):
@@ -186,7 +206,7 @@ def cat_form(tensors, dim=0):
     shape = list(first.shape)
     shape[dim] = sum(t.shape[dim] for t in tensors)
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
-    return torch.empty(shape, dtype=dtype, device="meta")
+    return empty(shape, dtype)
 
 
 def mean_form(x, dim=None, keepdim=False, dtype=None):
@@ -197,7 +217,7 @@ def mean_form(x, dim=None, keepdim=False, dtype=None):
     dims = {d % x.dim() for d in ([] if dim is None else [dim] if isinstance(dim, int) else dim)}
     dims = dims or set(range(x.dim()))
     shape = [1 if i in dims else n for i, n in enumerate(x.shape) if keepdim or i not in dims]
-    return torch.empty(shape, dtype=dtype or x.dtype, device="meta")
+    return empty(shape, dtype or x.dtype)
 
 
 def _window_sizes(x, nd, kernel, stride, padding, dilation, ceil=False) -> list[int]:
@@ -227,7 +247,7 @@ def conv_form(x, weight, bias, stride, padding, dilation, transposed, output_pad
         raise RuntimeError(f"expected input {tuple(x.shape)} to have "
                            f"{weight.shape[1] * groups} channels, but got {x.shape[1]} channels")
     sizes = _window_sizes(x, nd, list(weight.shape[2:]), stride, padding, dilation)
-    return torch.empty((x.shape[0], weight.shape[0], *sizes), dtype=x.dtype, device="meta")
+    return empty((x.shape[0], weight.shape[0], *sizes), x.dtype)
 
 
 def pool_form(nd: int, indices: bool):
@@ -239,8 +259,8 @@ def pool_form(nd: int, indices: bool):
         ceil = bool(rest[1] if indices else rest[0]) if len(rest) > (1 if indices else 0) \
             else False
         sizes = _window_sizes(x, nd, kernel, stride, padding, dilation, ceil)
-        out = torch.empty((*x.shape[:x.dim() - nd], *sizes), dtype=x.dtype, device="meta")
-        return (out, torch.empty(out.shape, dtype=torch.int64, device="meta")) if indices \
+        out = empty((*x.shape[:x.dim() - nd], *sizes), x.dtype)
+        return (out, empty(out.shape, torch.int64)) if indices \
             else out
     return form
 
@@ -249,8 +269,8 @@ def adaptive_form(x, size, indices: bool):
     """Adaptive pooling of a contiguous meta tensor to `size`; None (run it) otherwise."""
     if not x.is_contiguous() or min(x.shape[x.dim() - len(size):]) < 1:
         return None  # (PyTorch's own error for an empty map)
-    out = torch.empty((*x.shape[:x.dim() - len(size)], *size), dtype=x.dtype, device="meta")
-    return (out, torch.empty(out.shape, dtype=torch.int64, device="meta")) if indices else out
+    out = empty((*x.shape[:x.dim() - len(size)], *size), x.dtype)
+    return (out, empty(out.shape, torch.int64)) if indices else out
 
 
 def _empty_like_form(x, **kw):
@@ -329,7 +349,7 @@ def _stand_in(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     kept = _STAND_INS.get(id(t))
     if kept is not None and kept[0]() is t and kept[1] == form:
         return kept[2]
-    fake = torch.empty_strided(t.shape, t.stride(), dtype=dtype, device="meta")
+    fake = torch.empty_strided(t.shape, t.stride(), dtype=dtype, device=META)
     fake = nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
     if len(_STAND_INS) > 100_000:  # a long session over many models: start over
         _STAND_INS.clear()
@@ -339,13 +359,14 @@ def _stand_in(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 @contextmanager
-def on_meta(module: nn.Module, dtype: torch.dtype | None = None):
+def on_meta(module: nn.Module, dtype: torch.dtype | None = None, modules: list | None = None):
     """The module with meta stand-ins for its parameters and buffers (same shapes, dtypes and
     requires_grad; a shared tensor gets one shared stand-in) for the duration of the block, and
     its own tensors back afterwards: a built model is analysed without copying its weights.
-    With `dtype`, floating-point stand-ins take that dtype (and meta tensors are swapped too)."""
+    With `dtype`, floating-point stand-ins take that dtype (and meta tensors are swapped too);
+    `modules`: list(module.modules()), when the caller has it."""
     swapped, stand_ins = [], {}
-    for m in module.modules():
+    for m in module.modules() if modules is None else modules:
         for store in (m._parameters, m._buffers):
             for key, t in store.items():
                 if t is None or (t.device.type == "meta" and dtype in (None, t.dtype)):
@@ -365,7 +386,7 @@ def on_meta(module: nn.Module, dtype: torch.dtype | None = None):
 def fits(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> bool:
     try:
         with torch.no_grad(), FastMeta():
-            model(torch.empty(batch, *size, device="meta"))
+            model(torch.empty(batch, *size, device=META))
     except FAILURES:
         return False
     return True

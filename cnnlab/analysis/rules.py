@@ -108,9 +108,10 @@ def window(x, xi, nd, kernel, stride, pad, dil, ceil) -> Result:
             axes.append(ax)
             edges.append((xi, a, _SAME))
             continue
-        k, s, p, d = (v[ax.dim - first] for v in (kernel, stride, pad, dil))
+        i = ax.dim - first
+        k, s, p, d = kernel[i], stride[i], pad[i], dil[i]
         path = None if ax.path is None else ax.path.then(k, s, p, d)
-        axes.append(replace(ax, rf=ax.rf.then(k, s, p, d), stride=ax.stride * s, path=path))
+        axes.append(Axis(ax.dim, ax.rf.then(k, s, p, d), ax.whole, ax.stride * s, path))
         edges.append((xi, a, _rule(
             lambda m, k=k, s=s, p=p, d=d: min_input_size(m, k, s, p, d, ceil),
             lambda n, k=k, s=s, p=p, d=d: conv_output_size(n, k, s, p, d, ceil))))
@@ -168,6 +169,8 @@ def matmul(packet, a, o, info) -> Result:
 
 def merge_axes(axes: list[Axis], o) -> Axis:
     """One axis of an op over several inputs (ReceptiveField.merge); broadcast inputs: dim None."""
+    if len(axes) == 1 and axes[0].path is None:
+        return axes[0]  # one input (a Linear's features): nothing to merge
     dims = [ax.dim for ax in axes if ax.dim is not None]
     dim = dims[0] if dims else None
     n = 1 if dim is None else o.shape[dim]

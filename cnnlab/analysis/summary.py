@@ -32,9 +32,10 @@ SCHEMA = "cnnlab.summary/2"
 OP_COLUMNS = ("bn_ops", "act_ops", "pool_ops", "eltwise_ops")  # cnnlab.analysis.costs
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LayerRow:
-    """One call of one layer (or a folded group of layers). Counts are per image."""
+    """One call of one layer (or a folded group of layers). Counts are per image. (Not frozen:
+    a frozen dataclass's __init__ is 8x slower, and resnet1202 has 4,000 rows.)"""
 
     name: str  # dotted module path, e.g. "layer1.0.conv1"
     type: str  # class name, e.g. "Conv2d"
@@ -273,15 +274,15 @@ def format_table(head: tuple[str, ...], body: list[tuple[str, ...]],
                  align: str | None = None) -> list[str]:
     """Fixed-width text lines; `align` has one '<' or '>' per column (default: first column
     left-aligned, the others right-aligned)."""
-    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    widths = [max(map(len, column)) for column in zip(head, *body, strict=True)]
     align = align or "<" + ">" * (len(head) - 1)
-    fmt = "  ".join(f"{{:{a}{w}}}" for a, w in zip(align, widths, strict=True))
+    fmt = "  ".join([f"{{:{a}{w}}}" for a, w in zip(align, widths, strict=True)])
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-    return [rule, fmt.format(*head), rule, *(fmt.format(*line) for line in body), rule]
+    return [rule, fmt.format(*head), rule, *[fmt.format(*line) for line in body], rule]
 
 
 def _num(v):
-    if isinstance(v, Fraction):
+    if type(v) is Fraction:  # (not isinstance: Fraction's ABC check is slow, and runs per cell)
         return int(v) if v.denominator == 1 else float(v)
     return v
 
@@ -291,7 +292,7 @@ def _list(v):
 
 
 def _x(v) -> str:
-    return "-" if v is None else "x".join(str(_num(x)) for x in v)
+    return "-" if v is None else "x".join(map(str, map(_num, v)))
 
 
 # ---- the pass ------------------------------------------------------------------------------
@@ -299,10 +300,11 @@ def _x(v) -> str:
 def _fields(info: Info | None):
     if info is None or not info.axes:
         return None, None
-    sizes = tuple(_num(ax.rf.size) for ax in info.axes)
-    if all(ax.dim is None or ax.whole for ax in info.axes):
+    axes = info.axes  # (list comprehensions: faster than generators, and this runs per row)
+    sizes = tuple([_num(ax.rf.size) for ax in axes])
+    if all([ax.dim is None or ax.whole for ax in axes]):
         return sizes, None  # one unit per map: no neighbours, no jump
-    return sizes, tuple(_num(ax.stride) for ax in info.axes)
+    return sizes, tuple([_num(ax.stride) for ax in axes])
 
 
 def _resolve(model, input_size, model_kwargs) -> tuple[nn.Module, str, tuple[int, ...], list]:
@@ -353,28 +355,32 @@ def summarize(model: str | nn.Module, input_size: tuple[int, ...] | None = None,
 
 def _summarize(model, input_size, train: bool, model_kwargs, training) -> Summary:
     module, label, size, probes = _resolve(model, input_size, dict(model_kwargs))
-    was_training = module.training
-    with meta.on_meta(module):
-        summary = _summarize_meta(module, label, size, probes, train, was_training)
+    # one walk over the modules for every step below (five walks were ~5% of a LeNet-5 summary)
+    named = list(module.named_modules())
+    modes = [m.training for _, m in named]
+    try:
+        with meta.on_meta(module, modules=[m for _, m in named]):
+            summary = _summarize_meta(module, named, label, size, probes, train)
+    finally:  # each module's own mode back (a frozen batch norm inside a training model)
+        for (_, m), mode in zip(named, modes, strict=True):
+            if m.training != mode:
+                m.training = mode
     if training[0] is not None:
         estimate = memory.training_memory(module, size, *training)
         summary.totals = replace(summary.totals, training_memory=estimate)
     return summary
 
 
-def _summarize_meta(module, label, size, probes, train, was_training) -> Summary:
-    try:
-        tracer, min_size = _pass(module, label, size, probes, train)
-        params = {id(p): p for p in module.parameters()}  # (one walk for _unused and _build)
-        if not train and _unused(params, tracer):  # training-only branches: check them too
-            try:
-                big = (size[0], *max([size[1:], *(p[1:] for p in probes)]))
-                _, train_min = _pass(module, label, big, [], True)
-                min_size = tuple(max(a, b) for a, b in zip(min_size, train_min, strict=True))
-            except UsageError:
-                pass  # they do not fit this size: the eval answer is all we know
-    finally:
-        _set_mode(module, was_training)
+def _summarize_meta(module, named, label, size, probes, train) -> Summary:
+    tracer, min_size = _pass(module, named, label, size, probes, train)
+    params = {id(p): p for _, m in named for p in m._parameters.values() if p is not None}
+    if not train and _unused(params, tracer):  # training-only branches: check them too
+        try:
+            big = (size[0], *max([size[1:], *(p[1:] for p in probes)]))
+            _, train_min = _pass(module, named, label, big, [], True)
+            min_size = tuple(max(a, b) for a, b in zip(min_size, train_min, strict=True))
+        except UsageError:
+            pass  # they do not fit this size: the eval answer is all we know
     return _build(label, size, tracer, min_size, 2 if train else 1, params)
 
 
@@ -385,18 +391,13 @@ def _unused(params: dict, tracer: Tracer) -> bool:
     return any(i not in used for i in params)
 
 
-def _set_mode(module: nn.Module, train: bool) -> None:
-    """module.train(train), skipped where every submodule is in that mode already (train()
-    rewrites each module's attribute through nn.Module.__setattr__)."""
-    if any(m.training != train for m in module.modules()):
-        module.train(train)
-
-
-def _pass(module, label, size, probes, train: bool):
-    _set_mode(module, train)
+def _pass(module, named, label, size, probes, train: bool):
+    if any(m.training != train for _, m in named):
+        module.train(train)  # (train() rewrites each module's attribute: only when needed)
     batch = 2 if train else 1
+    names = {id(m): name for name, m in named}
     try:
-        tracer = trace.run(module, size, batch)
+        tracer = trace.run(module, size, batch, names)
     except (TooSmall, *meta.FAILURES) as err:
         raise _explain(module, label, size, err, probes, batch) from None
     return tracer, trace.smallest(module, tracer, size, batch)
@@ -430,38 +431,43 @@ def _explain(module: nn.Module, label: str, size: tuple[int, ...], err: Exceptio
     return UsageError(f"input {_x(size)} does not fit {label}{mode}{where}: {reason}{works}")
 
 
+_ROW_COUNTS = [trace.COUNTS.index(k)
+               for k in ("macs", *OP_COLUMNS, "activation_bytes", "macs_connected")]
+_OP_ROW = ("macs", *OP_COLUMNS, "activation_bytes")  # the counts of one by_op entry
+_OP_ROW_COUNTS = [trace.COUNTS.index(k) for k in _OP_ROW]
+
+
+def _row(call: trace.Call, type_name: str, number: int, trainable: int, frozen: int,
+         counts: list[int], batch: int, kernel_shape) -> LayerRow:
+    """A LayerRow of one call, with `counts` (trace.COUNTS, the whole batch) per image."""
+    rf, jump = _fields(call.output)
+    macs, bn, act, pool, eltwise, nbytes, connected = [counts[i] // batch for i in _ROW_COUNTS]
+    return LayerRow(call.name, type_name, number, call.output_shape, trainable, frozen, macs, rf,
+                    jump, call.input_shape, kernel_shape, bn, act, pool, eltwise, nbytes,
+                    connected, _path_field(call.output))
+
+
 def _build(label: str, size, tracer: Tracer, min_size, batch: int, params: dict) -> Summary:
     seen: set[int] = set()
     counts: dict[str, int] = {}
     rows, outputs, types = [], {}, {}
     for call in tracer.calls:
-        counts[call.name] = counts.get(call.name, 0) + 1
-        types.setdefault(call.name, type(call.module).__name__)
+        number = counts[call.name] = counts.get(call.name, 0) + 1
+        if number == 1:
+            types[call.name] = type(call.module).__name__
         leaf = not call.module._modules  # (children() builds a generator per call)
         own = [p for p in call.module._parameters.values() if p is not None]
         if not leaf and not own and not call.own[trace.MACS]:
-            if counts[call.name] == 1 and call is not tracer.calls[0]:  # counts: inclusive
-                rf, jump = _fields(call.output)
-                path = _path_field(call.output)
-                n = _per_image(call.costs, batch)
-                outputs[call.name] = LayerRow(
-                    call.name, types[call.name], 1, call.output_shape, 0, 0, n["macs"], rf, jump,
-                    call.input_shape, None, **{k: n[k] for k in OP_COLUMNS},
-                    activation_bytes=n["activation_bytes"], macs_connected=n["macs_connected"],
-                    conv_path_receptive_field=path)
+            if number == 1 and call is not tracer.calls[0]:  # a container: counts inclusive
+                outputs[call.name] = _row(call, types[call.name], 1, 0, 0, call.costs, batch,
+                                          None)
             continue
-        rf, jump = _fields(call.output)
-        path = _path_field(call.output)
         fresh = [p for p in own if id(p) not in seen]
         seen.update(id(p) for p in fresh)
         trainable = sum(p.numel() for p in fresh if p.requires_grad)
         frozen = sum(p.numel() for p in fresh if not p.requires_grad)
-        n = _per_image(call.costs if leaf else call.own, batch)
-        rows.append(LayerRow(
-            call.name, types[call.name], counts[call.name], call.output_shape, trainable, frozen,
-            n["macs"], rf, jump, call.input_shape, call.kernel_shape,
-            **{k: n[k] for k in OP_COLUMNS}, activation_bytes=n["activation_bytes"],
-            macs_connected=n["macs_connected"], conv_path_receptive_field=path))
+        rows.append(_row(call, types[call.name], number, trainable, frozen,
+                         call.costs if leaf else call.own, batch, call.kernel_shape))
     result = [t for t in torch.utils._pytree.tree_leaves(tracer.result)
               if isinstance(t, torch.Tensor)]
     out_info = tracer.info(result[0]) if result else None
@@ -487,16 +493,17 @@ def _build(label: str, size, tracer: Tracer, min_size, batch: int, params: dict)
         conv_path_receptive_field=_path_field(final))
     unknown = [{"module": m, "op": op, "count": c, "missing": what}
                for (m, op, what), c in tracer.unknown.items()]
-    by_op = sorted(({"op": op, "calls": v[0] // batch,
-                     **{k: c for k, c in _per_image(v[1:], batch).items()
-                        if k not in ("macs_connected", "train_macs")}}
-                    for op, v in tracer.by_op.items()),
-                   key=lambda o: (-o["macs"], -sum(o[k] for k in OP_COLUMNS), o["op"]))
+    by_op = [{"op": op, "calls": tracer.op_calls[op] // batch,
+              **dict(zip(_OP_ROW, [v[i] // batch for i in _OP_ROW_COUNTS], strict=True))}
+             for op, v in tracer.by_op.items()]
+    by_op.sort(key=lambda o: (-o["macs"], -o["bn_ops"] - o["act_ops"] - o["pool_ops"]
+                              - o["eltwise_ops"], o["op"]))
     notes = []
     # a map (not pooled) whose units all see one field: a gate pooled over the map reached it
-    gated = next((c.name for c in sorted(tracer.calls, key=lambda c: c.end)
-                  if c.output and c.output.axes and all(
-        ax.dim is not None and not ax.whole and ax.rf.jump == 0 for ax in c.output.axes)), None)
+    gated = min((c for c in tracer.calls if c.output and c.output.axes and all(
+        ax.dim is not None and not ax.whole and ax.rf.jump == 0 for ax in c.output.axes)),
+        key=lambda c: c.end, default=None)
+    gated = gated and gated.name
     if gated:
         notes.append(f"from {gated} on, every unit sees the whole input: a global gate (such as "
                      f"squeeze-excitation) mixes all positions; the conv path alone sees "
@@ -517,7 +524,7 @@ def _per_image(counts: list[int], batch: int) -> dict[str, int]:
 
 def _path_field(info: Info | None) -> tuple | None:
     """The conv-path receptive field (global gates left out) where it differs from the field."""
-    if info is None or not any(ax.path is not None for ax in info.axes):
+    if info is None or all([ax.path is None for ax in info.axes]):
         return None
     return tuple(_num((ax.path or ax.rf).size) for ax in info.axes)
 

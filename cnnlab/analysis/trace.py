@@ -46,14 +46,15 @@ MACS, ACT_BYTES, CONNECTED, TRAIN = (COUNTS.index(k) for k in (
     "macs", "activation_bytes", "macs_connected", "train_macs"))
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One call of one module during the pass."""
 
     name: str
     module: nn.Module
     index: int  # order in which calls started
-    # COUNTS of every op run inside the call (descendants included), and of its own ops
+    # COUNTS of every op run inside the call (descendants included: the tracer's totals when
+    # it ends less those when it started), and of its own ops
     costs: list[int] = field(default_factory=lambda: [0] * len(COUNTS))
     own: list[int] = field(default_factory=lambda: [0] * len(COUNTS))
     input_shape: tuple[int, ...] | None = None
@@ -83,16 +84,23 @@ def _bind(func, args, kwargs) -> dict:
     return {**defaults, **dict(zip(names, args, strict=False)), **kwargs}  # args may stop early
 
 
-def _flops(packet, args, kwargs, out) -> int:
-    formula = flop_registry[packet]
+def _flops(formula, args, kwargs, out) -> int:
     raw = getattr(formula, "__wrapped__", None)  # the shape formula inside shape_wrapper
-    if raw is None or kwargs or any(isinstance(a, (list, tuple)) and a and
-                                    isinstance(a[0], torch.Tensor) for a in args):
+    shapes = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            a = a.shape
+        elif isinstance(a, (list, tuple)):
+            if a and isinstance(a[0], torch.Tensor):
+                raw = None  # tensors in a list: the formula's own wrapper knows what to do
+                break
+            a = tuple(a)
+        shapes.append(a)
+    if raw is None or kwargs:
         return formula(*args, **kwargs, out_val=out)
-    shapes = tuple(a.shape if isinstance(a, torch.Tensor) else tuple(a) if isinstance(a, list)
-                   else a for a in args)
+    shapes = tuple(shapes)
     out_shape = out.shape if isinstance(out, torch.Tensor) else None
-    key = (packet, shapes, out_shape)  # the formulas are pure functions of the shapes
+    key = (formula, shapes, out_shape)  # the formulas are pure functions of the shapes
     try:
         return _FLOP_COUNTS[key]
     except KeyError:
@@ -114,22 +122,41 @@ def own_parameters(module: nn.Module) -> list[nn.Parameter]:
 
 
 _MISSING, _FLOPS = object(), object()
-_PLANS: dict = {}  # OpOverload -> (name, cost entry, whether it creates new tensors)
 
 
-def _plan(func, packet) -> tuple:
-    """How one op is counted: its name, its cost (flop_registry's formula, a costs.TABLE entry,
-    None for a free op, _MISSING for none) and whether its outputs are new tensors (not views,
-    not written in place)."""
-    entry = _FLOPS if packet in flop_registry else costs.TABLE.get(packet, _MISSING)
-    creates = all(r.alias_info is None for r in func._schema.returns)
-    return str(packet).removeprefix("aten."), entry, creates
+class _Op:
+    """What the tracer needs to know of one ATen overload, worked out on its first call: its
+    name, its cost (flop_registry's formula, a costs.TABLE entry, None for a free op, _MISSING
+    for none), whether its outputs are new tensors (not views, not written in place), whether
+    its window must fit (conv, pooling), its receptive-field rule and whether that rule reads
+    bound arguments, and how meta.cached may cache it."""
+
+    __slots__ = ("func", "packet", "name", "cost", "formula", "creates", "conv", "window",
+                 "rule", "bind", "cache")
+
+    def __init__(self, func):
+        self.func = func
+        packet = self.packet = func._overloadpacket
+        self.name = str(packet).removeprefix("aten.")
+        self.formula = flop_registry.get(packet)
+        self.cost = _FLOPS if self.formula else costs.TABLE.get(packet, _MISSING)
+        self.creates = all(r.alias_info is None for r in func._schema.returns)
+        self.conv = packet in CONV_OPS
+        self.window = self.conv or packet in POOL_OPS
+        # pointwise ops by ATen's tag, the rest by the table; a miss: unknown
+        self.rule = _same_place if torch.Tag.pointwise in func.tags else \
+            _RULES.get(packet, _unmodelled)
+        self.bind = self.rule not in _NO_ARGUMENTS
+        self.cache = meta.cache_kind(func)
+
+
+_OPS: dict = {}  # id(OpOverload) -> _Op (an OpOverload's hash is Python code, an id's is not)
 
 
 class Tracer(meta.Mode):
     """Follows receptive fields, depth, size constraints and multiply-adds through one pass."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor):
+    def __init__(self, model: nn.Module, x: torch.Tensor, names: dict | None = None):
         super().__init__()
         self.tensors: dict[int, tuple[torch.Tensor, Info]] = {}  # strong refs: ids stay unique
         self.edges: list[list[tuple[int, int, Rule]]] = [[]]  # per node: (src node, axis, rule)
@@ -140,7 +167,9 @@ class Tracer(meta.Mode):
         # (module, op, what has no formula: "cost" or "receptive_field") -> count
         self.unknown: Counter[tuple[str, str, str]] = Counter()
         self.totals = [0] * len(COUNTS)
-        self.by_op: dict[str, list[int]] = {}  # op -> [calls, *COUNTS]
+        self.by_op: dict[str, list[int]] = {}  # op -> COUNTS
+        self.op_calls: Counter[str] = Counter()  # op -> calls
+        self._outside = [0] * len(COUNTS)  # own counts of ops run outside any module
         self.weight_layers = 0
         self.result = None  # the model's output, set by the caller
         self._ended = 0
@@ -149,7 +178,7 @@ class Tracer(meta.Mode):
         self.input_axes = len(spatial)
         self.tensors[id(x)] = (x, Info(tuple(Axis(d, ReceptiveField()) for d in spatial), 0, 0))
         # Global hooks (two handles) instead of two per module: resnet1202 has 4,000 modules.
-        self._names = {id(m): name for name, m in model.named_modules()}
+        self._names = names or {id(m): name for name, m in model.named_modules()}  # id -> path
         self._handles = [
             register_module_forward_pre_hook(self._enter),
             register_module_forward_hook(self._leave),  # not on errors: the stack says where
@@ -163,7 +192,7 @@ class Tracer(meta.Mode):
     def _enter(self, module, args):
         name = self._names.get(id(module))
         if name is not None:
-            call = Call(name or "(model)", module, len(self.calls))
+            call = Call(name or "(model)", module, len(self.calls), self.totals.copy())
             first = args[0] if args and isinstance(args[0], torch.Tensor) else \
                 next((t for t in tree_leaves(args) if isinstance(t, torch.Tensor)), None)
             call.input_shape = None if first is None else tuple(first.shape)
@@ -175,11 +204,7 @@ class Tracer(meta.Mode):
             return
         call = self.stack.pop()
         call.end, self._ended = self._ended, self._ended + 1
-        call.costs = [a + b for a, b in zip(call.costs, call.own, strict=True)]  # + children's
-        if self.stack:
-            parent = self.stack[-1].costs
-            for i, n in enumerate(call.costs):
-                parent[i] += n
+        call.costs = [a - b for a, b in zip(self.totals, call.costs, strict=True)]
         tensors = [output] if isinstance(output, torch.Tensor) else \
             [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
         if tensors:
@@ -234,54 +259,56 @@ class Tracer(meta.Mode):
     # ---- dispatch ----------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        packet = func._overloadpacket
+        op = _OPS.get(id(func))
+        if op is None or op.func is not func:
+            op = _OPS[id(func)] = _Op(func)
         tensors = self.tensors
         found = tensor_args(args, kwargs)
         inputs = [(t, e[1]) for t in found if (e := tensors.get(id(t))) is not None]
-        bound = None
-        if inputs and (packet in CONV_OPS or packet in POOL_OPS):
-            bound = _bind(func, args, kwargs)
-            self._check_size(packet, bound)
-        out = cached(func, args, kwargs, found)
-        self._count(func, packet, args, kwargs, out, inputs)
+        try:
+            out = cached(func, args, kwargs, found, op.cache)
+        except meta.FAILURES:
+            if inputs and op.window:  # a window larger than its map: say which, and its size
+                self._check_size(op.packet, _bind(func, args, kwargs))
+            raise
+        self._count(op, args, kwargs, out, inputs)
         if inputs:
-            self._propagate(func, packet, args, kwargs, inputs, out, bound)
-            if len(inputs) < len(found) and not self.opaque:
-                self._fixed_operands(func, found)
+            self._propagate(func, op, args, kwargs, inputs, out)
+            if len(inputs) < len(found) and not self.opaque and op.rule is _same_place:
+                self._fixed_operands(found)
         return out
 
-    def _count(self, func, packet, args, kwargs, out, inputs) -> None:
+    def _count(self, op: _Op, args, kwargs, out, inputs) -> None:
         """Add the op's COUNTS to its op row, the totals and the running module's own counts
         (a call's inclusive counts are summed when it ends)."""
-        plan = _PLANS.get(func)
-        if plan is None:
-            plan = _PLANS[func] = _plan(func, packet)
-        name, entry, creates = plan
-        counts = []
+        entry = op.cost
         if entry is _FLOPS:  # PyTorch's own formulas: FLOPs = 2 x MACs
-            macs = _flops(packet, args, kwargs, out) // 2
-            connected, train = self._matmul_extras(packet, args, macs, inputs)
+            macs = _flops(op.formula, args, kwargs, out) // 2
+            connected, train = self._matmul_extras(op.conv, args, macs, inputs)
             counts = [(MACS, macs), (CONNECTED, connected), (TRAIN, train)]
+        elif entry is None:
+            counts = []
         elif entry is _MISSING:
-            self._report(packet, "cost")
-        elif entry is not None:
+            counts = []
+            self._report(op.packet, "cost")
+        else:
             counts = [(1 + entry[0], entry[1](args, out))]
-        if creates:
+        if op.creates:
             nbytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else \
                 sum(t.numel() * t.element_size() for t in out if isinstance(t, torch.Tensor))
             counts.append((ACT_BYTES, nbytes))
-        op = self.by_op.get(name)
-        if op is None:
-            op = self.by_op[name] = [0] * (1 + len(COUNTS))
-        op[0] += 1
-        own = self.stack[-1].own if self.stack else None
+        row = self.by_op.get(op.name)
+        if row is None:
+            row = self.by_op[op.name] = [0] * len(COUNTS)
+        self.op_calls[op.name] += 1
+        own = self.stack[-1].own if self.stack else self._outside
+        totals = self.totals
         for i, n in counts:
-            op[1 + i] += n
-            self.totals[i] += n
-            if own is not None:
-                own[i] += n
+            row[i] += n
+            totals[i] += n
+            own[i] += n
 
-    def _matmul_extras(self, packet, args, macs, inputs) -> tuple[int, int]:
+    def _matmul_extras(self, conv: bool, args, macs, inputs) -> tuple[int, int]:
         """Connected MACs and training-step MACs of one conv / matmul (conventions: README).
 
         A conv whose kernel is assembled in forward from fewer parameters than it has (LeNet-5's
@@ -291,7 +318,7 @@ class Tracer(meta.Mode):
         module has trainable weights, and the input gradient (same again) unless the input is the
         image itself (no weighted layer before it)."""
         call = self.stack[-1] if self.stack else None
-        weight = args[1] if packet in CONV_OPS else None
+        weight = args[1] if conv else None
         own = own_parameters(call.module) if call else []
         if call is not None and call.kernel_shape is None:
             named = getattr(call.module, "weight", None)
@@ -308,6 +335,8 @@ class Tracer(meta.Mode):
         return connected, macs * (1 + trainable + (not reads_image))
 
     def _check_size(self, packet, a: dict) -> None:
+        """Raise TooSmall (the layer, its output size) if a conv / pooling window is larger
+        than its padded map; called only once the op has failed, off the fast path."""
         x = a.get("input", a.get("self"))
         if packet in CONV_OPS:
             if a["transposed"]:
@@ -326,31 +355,27 @@ class Tracer(meta.Mode):
         if min(out) < 1:
             raise TooSmall(self.stack[-1] if self.stack else None, tuple(max(o, 0) for o in out))
 
-    def _propagate(self, func, packet, args, kwargs, inputs, out, bound=None) -> None:
+    def _propagate(self, func, op: _Op, args, kwargs, inputs, out) -> None:
         outs = [out] if isinstance(out, torch.Tensor) else \
             [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         if not outs:
             return
-        plan = _RULE_PLANS.get(func)
-        if plan is None:  # pointwise ops by ATen's tag, the rest by the table; a miss: unknown
-            rule = _same_place if torch.Tag.pointwise in func.tags else \
-                _RULES.get(packet, _unmodelled)
-            plan = _RULE_PLANS[func] = rule, rule not in _NO_ARGUMENTS
-        rule, bind = plan
+        rule = op.rule
         (x, xi), o = inputs[0], outs[0]
-        a = bound or _bind(func, args, kwargs) if bind else kwargs
-        result, targets, weighted = rule(self, packet, a, x, xi, o, outs, inputs)
+        if rule is _same_place and len(inputs) == 1 and len(outs) == 1 and o.shape == x.shape:
+            self.tensors[id(o)] = (o, xi)  # one map in, the same map out: same units, same node
+            return
+        a = _bind(func, args, kwargs) if op.bind else kwargs
+        result, targets, weighted = rule(self, op.packet, a, x, xi, o, outs, inputs)
         depth = max(i.depth for _, i in inputs) + weighted
         self.weight_layers += weighted
         axes, edges = result
         for t in targets:
             self._set(t, axes, depth, edges)
 
-    def _fixed_operands(self, func, found) -> None:
+    def _fixed_operands(self, found) -> None:
         """An elementwise op between the traced map and a tensor of fixed spatial size (a
         learned position map) works only at the size seen: the graph cannot vouch for others."""
-        if _RULE_PLANS.get(func, (None,))[0] is not _same_place:
-            return
         axes = self.input_axes
         if any(t.dim() > axes and max(t.shape[t.dim() - axes:]) > 1
                for t in found if id(t) not in self.tensors):
@@ -444,13 +469,14 @@ _RULES = {
     **{op: _same_place for op in rules.SAME_PLACE_OPS}, **{op: _join for op in rules.JOIN_OPS},
 }
 _NO_ARGUMENTS = {_same_place, _view}  # rules that read no argument: no binding
-_RULE_PLANS: dict = {}  # OpOverload -> (rule, whether it needs bound arguments)
 
 
-def run(model: nn.Module, size: tuple[int, ...], batch: int = 1) -> Tracer:
-    """One traced pass; a failure carries `cnnlab_call`, the module that was running."""
+def run(model: nn.Module, size: tuple[int, ...], batch: int = 1,
+        names: dict | None = None) -> Tracer:
+    """One traced pass (`names`: {id(module): path}, when the caller has walked the model
+    already); a failure carries `cnnlab_call`, the module that was running."""
     x = torch.empty(batch, *size, device="meta")
-    tracer = Tracer(model, x)
+    tracer = Tracer(model, x, names)
     try:
         with torch.no_grad(), tracer:
             out = model(x)
