@@ -91,6 +91,16 @@ def test_module_on_cpu_is_left_alone():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_each_module_keeps_its_own_mode():
+    # A training model with one frozen batch norm in eval (fine-tuning): both passes (eval, and
+    # train for the aux-head check) must leave every module's mode as it was.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    model[1].eval()
+    summarize(model, (3, 8, 8))
+    summarize(model, (3, 8, 8), train=True)
+    assert [m.training for m in model.modules()] == [True, True, False, True]
+
+
 def test_macs_agree_with_flop_counter_mode():
     # An independent count: PyTorch's FlopCounterMode on real CPU tensors (FLOPs = 2 MACs).
     for model, size in [(Tiny(), (3, 16, 16)), (cnnlab.create_model("resnet20"),
