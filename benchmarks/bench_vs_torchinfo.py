@@ -9,7 +9,9 @@ built CPU model (eval mode, batch 1) is given to
   forward with module hooks),
 - `cnnlab.summarize(model, input_size)` plus `render()` (the same module, swapped onto the meta
   device for the pass; no weight is copied),
-- `cnnlab.summarize(name)` plus `render()` (builds the model on the meta device itself),
+- `cnnlab.summarize(name)` plus `render()` (builds the model on the meta device itself; the
+  table also gives `create_model(name)` on the CPU, the build torchinfo needs first, and the
+  ratio (torchinfo + that build) / cnnlab by name),
 - fvcore's `FlopCountAnalysis(model, x).total()` (a JIT trace; MACs only),
 taking turns after one untimed warm-up call each: `--repeat` turns, or more for fast models
 (about `--min-time` seconds of the slowest tool, at most 401 turns); the table gives medians of
@@ -110,9 +112,24 @@ def bench_model(name: str, size, repeat: int, with_fvcore: bool, min_time: float
     row = {"model": name, "input_size": list(size), "runs": runs}
     for key, ts in times.items():
         row[f"{key}_ms"] = round(1000 * statistics.median(ts), 2)
+    row["build_ms"] = round(1000 * build_s(name, max(3, min(runs, 7))), 2)
     row["ratio_module"] = round(row["torchinfo_ms"] / row["cnnlab_module_ms"], 2)
     row["ratio_name"] = round(row["torchinfo_ms"] / row["cnnlab_name_ms"], 2)
+    # what a user holding only a name pays with torchinfo: build the model, then summarise it
+    row["ratio_name_with_build"] = round((row["torchinfo_ms"] + row["build_ms"])
+                                         / row["cnnlab_name_ms"], 2)
     return row
+
+
+def build_s(name: str, runs: int) -> float:
+    """Median seconds of cnnlab.create_model(name) on the CPU (weights allocated and
+    initialised), the step torchinfo needs before it can summarise a model known by name."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        cnnlab.create_model(name)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def markdown(report: dict) -> str:
@@ -124,14 +141,15 @@ def markdown(report: dict) -> str:
              f"threads, load average {m['load_average'][0]:.1f} at the start, medians of the "
              f"runs (turns) given, ms.", "",
              "| model | input | runs | torchinfo | cnnlab (module) | ratio | cnnlab (name) | "
-             "ratio |" + (" fvcore |" if fv else ""),
-             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if fv else "")]
+             "ratio | build on CPU | ratio with build |" + (" fvcore |" if fv else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if fv else "")]
     for r in report["rows"]:
         lines.append(f"| {r['model']} | {'x'.join(map(str, r['input_size']))} | "
                      f"{r.get('runs', report['repeat'])} | "
                      f"{r['torchinfo_ms']:.1f} | {r['cnnlab_module_ms']:.1f} | "
                      f"{r['ratio_module']:.2f}x | {r['cnnlab_name_ms']:.1f} | "
-                     f"{r['ratio_name']:.2f}x |"
+                     f"{r['ratio_name']:.2f}x | {r['build_ms']:.1f} | "
+                     f"{r['ratio_name_with_build']:.2f}x |"
                      + (f" {r['fvcore_ms']:.1f} |" if fv else ""))
     calls = report["first_call_s"].items()
     first = ", ".join(f"{k} {v[0]:.3f} / {v[1]:.3f}" for k, v in calls)

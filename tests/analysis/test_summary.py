@@ -340,3 +340,17 @@ def test_grouped_conv_and_pooling_by_hand():
     assert avgpool.output_shape == (1, 256, 7, 7)  # ceil(13 / 2)
     assert (avgpool.receptive_field, avgpool.jump) == ((9, 9), (4, 4))
     assert s.totals.min_input_size == (96, 3, 3)  # max-pool 3 needs 3 (padding keeps 'same')
+
+
+def test_every_model_builds_wholly_on_meta_without_touching_cpu_memory():
+    # meta.build rewrites factory ops to the meta device at the ATen level; a tensor made from
+    # data (BatchNorm's counter, LeNet-5's connection index) must end up on meta as well.
+    from cnnlab.analysis import meta
+    from cnnlab.models import list_models
+
+    for name in list_models():
+        model = meta.build(name)
+        tensors = [*model.parameters(), *model.buffers()]
+        assert tensors and all(t.is_meta for t in tensors), name
+    lenet = meta.build("lenet5")
+    assert lenet.features.c3.index.shape == (60,) and lenet.features.c3.index.dtype == torch.long
