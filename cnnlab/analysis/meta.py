@@ -2,7 +2,9 @@
 
 Meta tensors carry shapes, strides and dtypes but no data, so a pass costs only Python time.
 What remains is cut here (profiled with cProfile on resnet56 / preact_resnet1001 / lenet5):
-- weight initialisation during construction: skipped, there is nothing to write;
+- weight initialisation during construction: skipped, there is nothing to write; and the
+  build sends factory ops to meta at the ATen level (`MetaBuild`), not through
+  `torch.device("meta")`, a TorchFunctionMode that runs Python for every torch function;
 - PyTorch's meta kernels for convolution, pooling, batch norm, addmm, cat, mean and pointwise
   ops with a Python number are Python code (0.1-1 ms a call), and their first calls import
   sympy and torch._dynamo (about 2 s of a fresh process's first summary): cnnlab computes these
@@ -10,7 +12,10 @@ What remains is cut here (profiled with cProfile on resnet56 / preact_resnet1001
   its arguments, so each runs once per form (resnet1202 repeats one block 600 times); a
   pointwise op between one contiguous tensor and Python numbers (x * 1.7159) skips even the
   form key: its output has the tensor's shape and a dtype known by the argument types;
-- TorchDispatchMode's per-op torch._dynamo.disable wrapper: `Mode` opts out of it.
+- TorchDispatchMode's per-op torch._dynamo.disable wrapper: `Mode` opts out of it;
+- per-op look-ups keyed by an OpOverload (its __hash__ is Python code): keyed by its id, the
+  entry keeping the overload to check against; `torch.empty(*shape)` (a torch.Size argument
+  parses twice as slowly) and `t.is_meta` (not `t.device.type`) on the per-op path.
 A built model is analysed in place (`on_meta`): its tensors are swapped for meta stand-ins
 instead of copying the model. The smallest working input is checked on the recorded size graph
 (trace.Tracer.sizes_fit) and not by a second pass (`fits`) wherever the graph can tell: that
