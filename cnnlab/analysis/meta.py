@@ -109,13 +109,8 @@ def cached(func, args, kwargs, tensors: list[torch.Tensor] | None = None, kind=N
     if kind[1] and not any(t.dim() for t in tensors[1:]):
         return args[0]  # x.relu_(), x.mul_(2.0): nothing to write, nothing to check
     if kind[2] and len(tensors) == 1 and args[0] is tensors[0] and not kwargs \
-            and args[0].is_contiguous():  # x * 1.7159: x's shape, a dtype known by argument types
-        x = args[0]
-        key = (id(func), x.dtype, *map(type, args[1:]))  # (id: see cache_kind)
-        known = _SCALAR_DTYPES.get(key)
-        if known is None or known[0] is not func:
-            known = _SCALAR_DTYPES[key] = func, pointwise_form(func, args, kwargs).dtype
-        return empty(x.shape, known[1])
+            and args[0].is_contiguous():
+        return scalar_pointwise(func, args)
     own = kind[3]
     out = None if own is None else own(*args, **kwargs)
     if out is not None:
@@ -136,6 +131,17 @@ def cached(func, args, kwargs, tensors: list[torch.Tensor] | None = None, kind=N
             for shape, stride, dtype in forms]
     return outs[0] if single else tuple(outs)
 
+
+
+def scalar_pointwise(func, args) -> torch.Tensor:
+    """An out-of-place pointwise op of one contiguous meta tensor and Python values (x * 1.7159,
+    tanh(x)): x's shape, and the dtype the op gives for these argument types (found once)."""
+    x = args[0]
+    key = (id(func), x.dtype, *map(type, args[1:]))  # (id: see cache_kind)
+    known = _SCALAR_DTYPES.get(key)
+    if known is None or known[0] is not func:
+        known = _SCALAR_DTYPES[key] = func, pointwise_form(func, args, {}).dtype
+    return empty(x.shape, known[1])
 
 
 def _like(x: torch.Tensor) -> torch.Tensor:

@@ -132,7 +132,7 @@ class _Op:
     bound arguments, and how meta.cached may cache it."""
 
     __slots__ = ("func", "packet", "name", "cost", "formula", "creates", "conv", "window",
-                 "rule", "bind", "cache")
+                 "rule", "bind", "cache", "unary")
 
     def __init__(self, func):
         self.func = func
@@ -148,6 +148,9 @@ class _Op:
             _RULES.get(packet, _unmodelled)
         self.bind = self.rule not in _NO_ARGUMENTS
         self.cache = meta.cache_kind(func)
+        # pointwise with one result, cacheable (not an out= variant): the fast path's ops
+        self.unary = self.cache[0] and len(func._schema.returns) == 1 and \
+            torch.Tag.pointwise in func.tags
 
 
 _OPS: dict = {}  # id(OpOverload) -> _Op (an OpOverload's hash is Python code, an id's is not)
@@ -263,6 +266,15 @@ class Tracer(meta.Mode):
         if op is None or op.func is not func:
             op = _OPS[id(func)] = _Op(func)
         tensors = self.tensors
+        if op.unary and not kwargs:  # x * 1.7159, tanh(x), x.relu_(): most ops of a pass
+            x = args[0]
+            entry = tensors.get(id(x)) if isinstance(x, torch.Tensor) else None
+            if entry is not None and x.is_meta and x.is_contiguous() and not any(
+                    isinstance(a, (torch.Tensor, list, tuple)) for a in args[1:]):
+                out = x if op.cache[1] else meta.scalar_pointwise(func, args)
+                self._count(op, args, kwargs, out, [(x, entry[1])])
+                tensors[id(out)] = (out, entry[1])  # the same map: same units, same node
+                return out
         found = tensor_args(args, kwargs)
         inputs = [(t, e[1]) for t in found if (e := tensors.get(id(t))) is not None]
         try:
