@@ -425,10 +425,15 @@ def _explain(module: nn.Module, label: str, size: tuple[int, ...], err: Exceptio
         if any(n < m for n, m in zip(size[1:], least[1:], strict=True)):
             return InputTooSmallError(f"input {_x(size)} is too small for {label}{mode}{where}; "
                                       f"the smallest input that works is {_x(least)}")
-    reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else \
-        type(err).__name__
-    works = f"; it works at {_x(probe)}" if tracer is not None else ""
-    return UsageError(f"input {_x(size)} does not fit {label}{mode}{where}: {reason}{works}")
+    if isinstance(err, TooSmall):  # `where` says it all
+        reason = ""
+    else:
+        reason = ": " + (str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else
+                         type(err).__name__)
+    works = f"; it works at {_x(probe)}" if tracer is not None else \
+        "; no larger input tried (2x-16x) works either: the network may need one exact size" \
+        if isinstance(err, TooSmall) else ""
+    return UsageError(f"input {_x(size)} does not fit {label}{mode}{where}{reason}{works}")
 
 
 _ROW_COUNTS = [trace.COUNTS.index(k)

@@ -218,6 +218,18 @@ def test_too_small_for_a_plain_module():
     assert summarize(net, (1, 64, 20)).totals.min_input_size == (1, 14, 14)
 
 
+def test_too_small_for_a_module_that_needs_one_exact_size():
+    # LeNet-5 given as a module (no card to try): 20x20 empties C5, and no larger input tried
+    # fits F6 either (only 32-35 do); the message says so in words, not as a tuple.
+    from cnnlab.models import create_model
+
+    with pytest.raises(UsageError) as err:
+        summarize(create_model("lenet5"), (1, 20, 20))
+    assert str(err.value) == ("input 1x20x20 does not fit LeNet5: layer features.c5 (Conv2d) "
+                              "output would be 0x0; no larger input tried (2x-16x) works "
+                              "either: the network may need one exact size")
+
+
 def test_wrong_input_is_a_usage_error():
     with pytest.raises(UsageError, match="does not fit"):
         summarize(nn.Sequential(nn.Conv2d(3, 4, 3)), (1, 8, 8))
