@@ -55,7 +55,9 @@ def test_precision_suite_rows_schema_and_mfu(tmp_path):
     assert {"cpu", "cores", "torch", "threads", "date_utc", "device"} <= set(report["machine"])
     rows = {(r["mode"], r["figure"]): r for r in report["rows"]}
     assert {f for _, f in rows} == {"latency", "throughput", "train"}
-    assert {m for m, _ in rows} == {"eager", "channels_last", "bf16", "best"}
+    # a combination slower than a single setting keeps its own row ("combination")
+    assert {"eager", "channels_last", "bf16", "best"} <= {m for m, _ in rows} <= {
+        "eager", "channels_last", "bf16", "best", "combination", "best_failed"}
     for (_, figure), r in rows.items():
         assert r["model"] == "lenet5" and r["input_size"] == [1, 32, 32]
         assert r["macs_per_image"] == LENET5_MACS
@@ -78,10 +80,12 @@ def test_precision_suite_rows_schema_and_mfu(tmp_path):
         assert rows[("eager", figure)]["ratio"] == 1.0
         assert rows[("bf16", figure)]["precision"] == "bf16"
         best = rows[("best", figure)]
-        if "best_of_measured" in best:  # no two options helped: the best single setting
-            singles = [r["ratio"] for (m, f), r in rows.items()
-                       if f == figure and m != "best" and r["ratio"]]
-            assert best["ratio"] == max(singles)
+        others = [r["ratio"] for (m, f), r in rows.items()
+                  if f == figure and m != "best" and r["ratio"]]
+        if "best_of_measured" in best:  # a copy of the fastest setting measured
+            assert best["ratio"] == max(others)
+        else:  # the combination, measured, and faster than every single setting
+            assert best["ratio"] >= max(others)
     text = precision.markdown(report)
     assert text.count("| lenet5 | 1x32x32 |") == 3 and "| lenet5 | 16 | 0.04 |" in text
 
