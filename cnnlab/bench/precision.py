@@ -266,7 +266,8 @@ class _Model:
             if combination["ratio"] is not None:
                 combination["mode"] = "combination"  # measured, not the best: its own row
             row["combination"] = {"options": _label(tuple(combination["options"])),
-                                  "ratio": combination["ratio"]}
+                                  "ratio": combination["ratio"],
+                                  "skipped": combination["skipped"]}
         self.rows[("best", figure)] = row
         return row
 
@@ -365,9 +366,10 @@ def _cell_text(row: dict | None) -> str:
         text += f" ({row.get('best_of_measured') or _label(tuple(row['options']))})"
         combination = row.get("combination")
         if combination:
-            measured = "failed" if combination["ratio"] is None else \
-                ratio_text(combination["ratio"])
-            text += f"; {combination['options']}: {measured}"
+            text += f"; {combination['options']}: " + (
+                ratio_text(combination["ratio"]) if combination["ratio"] is not None else
+                "failed" if (combination.get("skipped") or "").startswith("failed") else
+                "skipped")
     return text
 
 
