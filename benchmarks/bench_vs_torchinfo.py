@@ -18,7 +18,9 @@ taking turns after one untimed warm-up call each: `--repeat` turns, or more for 
 wall-clock time and the ratio torchinfo / cnnlab (above 1: cnnlab is faster). The first call of
 `cnnlab.summarize` in a fresh process is timed in subprocesses, with the imports of torch and
 cnnlab before it.
-Results go to benchmarks/results/vs_torchinfo.{json,md} with the machine, its load and the date.
+Results go to benchmarks/results/vs_torchinfo.{json,md} (`--out`) with the machine, its load and
+the date, once every model has run (Ctrl-C writes nothing); a run of some models only writes a
+table of those, so give such a run its own `--out`.
 """
 
 from __future__ import annotations
@@ -165,7 +167,9 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", metavar="MODEL")
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help="some of the 15 models (default: all): "
+                             + ", ".join(n for n, _ in MODELS))
     parser.add_argument("--repeat", type=int, default=5, help="turns per model, at least")
     parser.add_argument("--min-time", type=float, default=2.0,
                         help="seconds of turns per model for fast models (default 2)")
@@ -175,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fvcore", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in dict(MODELS)]
+    if unknown:  # (before anything is measured or written over)
+        parser.error(f"not one of the benchmark's models: {', '.join(unknown)}; choose from "
+                     + ", ".join(n for n, _ in MODELS))
+    if args.repeat < 1 or args.min_time < 0:
+        parser.error("--repeat must be >= 1 and --min-time >= 0")
     torch.set_num_threads(args.threads)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     import torchinfo
@@ -202,4 +212,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        raise SystemExit(130) from None
