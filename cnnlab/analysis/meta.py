@@ -13,9 +13,9 @@ What remains is cut here (profiled with cProfile on resnet56 / preact_resnet1001
   pointwise op between one contiguous tensor and Python numbers (x * 1.7159) skips even the
   form key: its output has the tensor's shape and a dtype known by the argument types;
 - TorchDispatchMode's per-op torch._dynamo.disable wrapper: `Mode` opts out of it;
-- per-op look-ups keyed by an OpOverload (its __hash__ is Python code): keyed by its id, the
-  entry keeping the overload to check against; `torch.empty(*shape)` (a torch.Size argument
-  parses twice as slowly) and `t.is_meta` (not `t.device.type`) on the per-op path.
+- per-op look-ups keyed by an OpOverload (its __hash__ is Python code): `per_op` keys them by
+  its id, the entry keeping the overload to check against; `torch.empty(*shape)` (a torch.Size
+  argument parses twice as slowly) and `t.is_meta` (not `t.device.type`) on the per-op path.
 A built model is analysed in place (`on_meta`): its tensors are swapped for meta stand-ins
 instead of copying the model. The smallest working input is checked on the recorded size graph
 (trace.Tracer.sizes_fit) and not by a second pass (`fits`) wherever the graph can tell: that
@@ -46,7 +46,7 @@ POOL_OPS = {aten.max_pool1d, aten.max_pool2d, aten.max_pool3d, aten.max_pool1d_w
 # once, later calls get fresh empty tensors of the remembered form. In-place pointwise ops return
 # their first argument unchanged in form.
 _FORMS: dict = {}
-_CACHEABLE: dict = {}  # id(OpOverload) -> (the overload, *cache_kind(overload))
+_CACHEABLE: dict = {}  # per_op table: cache_kind of each overload
 # (id(pointwise op), tensor dtype, types of the other arguments) -> (the op, output dtype)
 _SCALAR_DTYPES: dict = {}
 
@@ -80,6 +80,16 @@ def tensor_args(args, kwargs) -> list[torch.Tensor]:
     return found
 
 
+def per_op(table: dict, func, make):
+    """make(func), worked out once per ATen overload and kept in `table`: keyed by id, since an
+    OpOverload's __hash__ is Python code and these look-ups run for every op of a pass; the
+    entry keeps the overload, so that a reused id is never mistaken for it."""
+    entry = table.get(id(func))
+    if entry is None or entry[0] is not func:
+        entry = table[id(func)] = (func, make(func))
+    return entry[1]
+
+
 def cache_kind(func) -> tuple:
     """(cacheable by form, in place, pointwise out of place, own form function or None) of one
     ATen overload, worked out once (an OpOverload's hash is Python code: no lookups per op)."""
@@ -96,10 +106,7 @@ def cached(func, args, kwargs, tensors: list[torch.Tensor] | None = None, kind=N
     """func(*args, **kwargs) on meta tensors, by form where that is safe; `tensors`:
     tensor_args(args, kwargs) and `kind`: cache_kind(func), when the caller has them already."""
     if kind is None:
-        kind = _CACHEABLE.get(id(func))
-        if kind is None or kind[0] is not func:  # (keyed by id: see cache_kind)
-            kind = _CACHEABLE[id(func)] = (func, *cache_kind(func))
-        kind = kind[1:]
+        kind = per_op(_CACHEABLE, func, cache_kind)
     if not kind[0]:
         return func(*args, **kwargs)
     tensors = tensor_args(args, kwargs) if tensors is None else tensors
@@ -137,7 +144,7 @@ def scalar_pointwise(func, args) -> torch.Tensor:
     """An out-of-place pointwise op of one contiguous meta tensor and Python values (x * 1.7159,
     tanh(x)): x's shape, and the dtype the op gives for these argument types (found once)."""
     x = args[0]
-    key = (id(func), x.dtype, *map(type, args[1:]))  # (id: see cache_kind)
+    key = (id(func), x.dtype, *map(type, args[1:]))  # (id: see per_op)
     known = _SCALAR_DTYPES.get(key)
     if known is None or known[0] is not func:
         known = _SCALAR_DTYPES[key] = func, pointwise_form(func, args, {}).dtype
@@ -345,16 +352,7 @@ class MetaBuild(Mode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        plan = _BUILD_PLANS.get(id(func))
-        if plan is None or plan[0] is not func:
-            schema = func._schema
-            first = schema.arguments[0] if schema.arguments else None
-            write = first is not None and first.alias_info is not None and first.alias_info.is_write
-            plan = _BUILD_PLANS[id(func)] = (
-                func, any(a.name == "device" for a in schema.arguments),
-                write and (func._overloadpacket in _RANDOM or torch.Tag.pointwise in func.tags),
-                func._overloadpacket is aten.lift_fresh)
-        _, factory, value_write, lift = plan
+        factory, value_write, lift = per_op(_BUILD_PLANS, func, _build_plan)
         if factory:  # (the dispatcher has filled in the default device: cpu; meta it is)
             kwargs["device"] = META
         elif lift and not args[0].is_meta:
@@ -365,7 +363,17 @@ class MetaBuild(Mode):
         return func(*args, **kwargs)
 
 
-_BUILD_PLANS: dict = {}  # id(OpOverload) -> (overload, factory, value-only write, lift_fresh)
+def _build_plan(func) -> tuple[bool, bool, bool]:
+    """(a factory op, a value-only in-place write, lift_fresh) of one overload."""
+    schema = func._schema
+    first = schema.arguments[0] if schema.arguments else None
+    write = first is not None and first.alias_info is not None and first.alias_info.is_write
+    return (any(a.name == "device" for a in schema.arguments),
+            write and (func._overloadpacket in _RANDOM or torch.Tag.pointwise in func.tags),
+            func._overloadpacket is aten.lift_fresh)
+
+
+_BUILD_PLANS: dict = {}  # per_op table: _build_plan of each overload
 
 
 # id(real tensor) -> (a weak reference to it, its form, its meta stand-in): a model analysed

@@ -131,11 +131,10 @@ class _Op:
     its window must fit (conv, pooling), its receptive-field rule and whether that rule reads
     bound arguments, and how meta.cached may cache it."""
 
-    __slots__ = ("func", "packet", "name", "cost", "formula", "creates", "conv", "window",
-                 "rule", "bind", "cache", "unary")
+    __slots__ = ("packet", "name", "cost", "formula", "creates", "conv", "window", "rule",
+                 "bind", "cache", "unary")
 
     def __init__(self, func):
-        self.func = func
         packet = self.packet = func._overloadpacket
         self.name = str(packet).removeprefix("aten.")
         self.formula = flop_registry.get(packet)
@@ -153,7 +152,7 @@ class _Op:
             torch.Tag.pointwise in func.tags
 
 
-_OPS: dict = {}  # id(OpOverload) -> _Op (an OpOverload's hash is Python code, an id's is not)
+_OPS: dict = {}  # meta.per_op table: the _Op of each overload
 
 
 class Tracer(meta.Mode):
@@ -262,9 +261,7 @@ class Tracer(meta.Mode):
     # ---- dispatch ----------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        op = _OPS.get(id(func))
-        if op is None or op.func is not func:
-            op = _OPS[id(func)] = _Op(func)
+        op = meta.per_op(_OPS, func, _Op)
         tensors = self.tensors
         if op.unary and not kwargs:  # x * 1.7159, tanh(x), x.relu_(): most ops of a pass
             x = args[0]
