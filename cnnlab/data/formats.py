@@ -26,6 +26,9 @@ from cnnlab.errors import CnnlabWarning, DatasetError, UsageError
 # ---- IDX (LeCun's format for MNIST / Fashion-MNIST) -------------------------------------------
 # magic = 0x00 0x00 <type code> <number of dimensions>, then one big-endian uint32 per dimension,
 # then the data in row-major order (yann.lecun.com/exdb/mnist, "FILE FORMATS").
+# What reading a damaged tar(.gz) raises. TypeError too: tarfile's stream reader calls ord() on
+# the byte after a gzip header that is cut short (CPython 3.11, tarfile._Stream._init_read_gz).
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, TypeError)
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -109,7 +112,7 @@ def _read_tar_members(path: Path, wanted: set[str]) -> dict[str, bytes]:
                 if base in wanted and base not in found:
                     check_member(m, path)
                     found[base] = tar.extractfile(m).read()
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+    except _ARCHIVE_ERRORS as err:
         raise DatasetError(f"{path}: corrupt or truncated archive ({err})") from err
     missing = sorted(wanted - set(found))
     if missing:
@@ -330,7 +333,7 @@ def scan_image_archive(path: str | os.PathLike, stride: int = 1) -> dict[str, li
                 entries = by_split.setdefault(parts[-3], [])
                 data = tar.extractfile(m).read() if len(entries) % stride == 0 else b""
                 entries.append((parts[-2], m.name, data))
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+    except _ARCHIVE_ERRORS as err:
         raise DatasetError(f"{path}: corrupt or truncated archive ({err})") from err
     if "train" not in by_split:
         raise DatasetError(f"{path}: no train/<class>/<image> members")

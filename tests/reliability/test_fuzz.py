@@ -113,6 +113,7 @@ def test_image_folder_reader_raises_only_dataset_error(tmp_path_factory, files):
 
 @FAST
 @given(st.one_of(st.binary(max_size=300), mutated(gzip.compress(b"train/c/0.png" * 20))))
+@example(b"\x1f\x8b\x08")  # a gzip header cut short: tarfile's stream reader raised TypeError
 def test_archive_reader_raises_only_dataset_error(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("tar") / "a.tar.gz"
     path.write_bytes(data)
